@@ -1,0 +1,305 @@
+"""One typed config: dataclasses, read from YAML with `_base_` inheritance and dotted overrides.
+
+    cfg = load_config("configs/cifar10_lt/ldam_drw_rsg_r100.yaml", ["optim.lr=0.05"])
+
+Every key is checked when the config is loaded: an unknown key, a wrong type or a value outside a
+field's choices raises `UserError` naming the key, the file it came from and what is allowed. The
+meaning of each key is the comment beside its default below (the README's key table mirrors it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from engine.errors import UserError
+
+
+def choice(default, choices, help=""):
+    """A field whose value must be one of `choices`."""
+    return field(default=default, metadata={"choices": tuple(choices), "help": help})
+
+
+@dataclass
+class DataConfig:
+    name: str = choice("cifar10", ["cifar10", "cifar100", "image_folder", "digits"],
+                       "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*")
+    root: str = "datasets"          # folder holding the dataset files
+    download: bool = False          # CIFAR only: download into root when the files are missing
+    profile: str = choice("longtail", ["longtail", "step", "balanced"],
+                          "how the training set is made imbalanced")
+    imbalance_ratio: float = 100.0  # rho = n_max / n_min
+    max_per_class: int = 0          # n_max; 0 = the dataset's own (CIFAR-10 5000, CIFAR-100 500)
+    subset_seed: Optional[int] = None  # None: first n_i images per class (the paper); int: seeded pick
+    image_size: int = 32            # training crop size (digits: images are resized to this)
+    crop_padding: int = 4           # zero padding before the random crop
+    hflip: bool = True              # random horizontal flip
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
+    batch_size: int = 128           # training batch (drop_last)
+    eval_batch_size: int = 512
+    num_workers: int = 4
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet32"      # a registered backbone (see models/backbones)
+    classifier: str = choice("auto", ["auto", "linear", "cosine"],
+                             "auto = cosine (normalized) when the loss is LDAM, else linear")
+
+
+@dataclass
+class RSGConfig:
+    enabled: bool = True
+    position: str = "default"       # stage whose input RSG transforms; default = the backbone's
+    num_centers: int = 15           # K centers per class
+    contrastive_channels: int = 256  # width of the contrastive module h
+    frequent_ratio: float = 0.2     # alpha: top int(alpha * C) classes by count are frequent
+    transfer_strength: float = 1.0  # beta in s_new = max(floor(beta * s_freq / s_rare), 1) * s_rare
+    threshold_epoch: int = 160      # T_th: generation starts at this epoch index
+    cesc_weight: float = 0.1        # lambda1 in Eq. 7
+    mv_weight: float = 0.01         # lambda2 in Eq. 7
+
+
+@dataclass
+class LossConfig:
+    name: str = choice("ldam", ["ce", "ldam"], "classification loss L_cls")
+    max_margin: float = 0.5         # LDAM: largest margin max_m
+    scale: float = 30.0             # LDAM: logit scale s
+    reweight: str = choice("drw", ["none", "drw"], "class weights: drw = deferred re-weighting")
+    reweight_start: int = 160       # DRW: first epoch index with class-balanced weights
+    reweight_beta: float = 0.9999   # effective-number beta of the class-balanced weights
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4      # applied to every parameter, RSG's included
+    nesterov: bool = False
+    warmup_epochs: int = 5          # linear warm-up: lr * (epoch + 1) / warmup_epochs
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    decay: float = 0.01             # lr multiplied by this at each milestone
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    seed: int = 0
+    deterministic: bool = False     # deterministic kernels (bit-exact resume on the CPU)
+    device: str = "auto"            # auto = cuda when available, else cpu
+    eval_every: int = 1             # evaluate every N epochs (and always at the last)
+    log_every: int = 20             # steps between TensorBoard step scalars
+    progress: bool = True           # tqdm bar per epoch
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rsg: RSGConfig = field(default_factory=RSGConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = ""                  # run name; default: the config file's name
+    output_dir: str = ""            # default: runs/<name>
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            content = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys, not {type(content).__name__}")
+    return content
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _load_with_bases(path: str, seen: tuple = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """Flat values and, for each dotted key, the file that set it (later files win)."""
+    path = os.path.normpath(path)
+    if path in seen:
+        raise UserError(f"{path}: _base_ cycle through {' -> '.join(seen + (path,))}")
+    content = _read_yaml(path)
+    bases = content.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    values, sources = {}, {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        base_values, base_sources = _load_with_bases(base_path, seen + (path,))
+        values.update(base_values)
+        sources.update(base_sources)
+    for key, value in _flatten(content).items():
+        values[key] = value
+        sources[key] = path
+    return values, sources
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"command line: override '{text}' must look like key=value, e.g. optim.lr=0.05")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion
+
+
+def _field_map(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp, where: str) -> Any:
+    """Check `value` against the annotation `tp` (int, float, bool, str, list[...], Optional)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where)
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list of {_type_name(item_type)}, got {value!r}")
+        return [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls, values: dict[str, Any], sources: dict[str, str], prefix: str = ""):
+    fields = _field_map(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs, children = {}, {}
+    for dotted, value in values.items():
+        head, _, rest = dotted.partition(".")
+        where = f"{sources.get(prefix + dotted, 'command line')}: key '{prefix}{dotted}'"
+        if head not in fields:
+            valid = ", ".join(fields)
+            scope = f"'{prefix[:-1]}'" if prefix else "the top level"
+            raise UserError(f"{where} is unknown; valid keys in {scope}: {valid}")
+        nested = dataclasses.is_dataclass(hints[head])
+        if nested and not rest:
+            raise UserError(f"{where} is a section; set its keys ({', '.join(_field_map(hints[head]))})")
+        if rest and not nested:
+            raise UserError(f"{where}: '{prefix}{head}' is a value, not a section")
+        if nested:
+            children.setdefault(head, {})[rest] = value
+            continue
+        converted = _convert(value, hints[head], where)
+        valid_choices = fields[head].metadata.get("choices")
+        if valid_choices and converted not in valid_choices:
+            raise UserError(f"{where} is {converted!r}; valid choices: {', '.join(valid_choices)}")
+        kwargs[head] = converted
+    for head, child_values in children.items():
+        kwargs[head] = _build(hints[head], child_values, sources, f"{prefix}{head}.")
+    return cls(**kwargs)
+
+
+def load_config(path: str, overrides: Optional[list[str]] = None) -> Config:
+    values, sources = _load_with_bases(path)
+    for text in overrides or []:
+        key, value = _parse_override(text)
+        values[key] = value
+        sources[key] = "command line"
+    cfg = _build(Config, values, sources)
+    if not cfg.name:
+        cfg.name = os.path.splitext(os.path.basename(path))[0]
+    if not cfg.output_dir:
+        cfg.output_dir = os.path.join("runs", cfg.name)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict, overrides: Optional[list[str]] = None, source: str = "checkpoint") -> Config:
+    """Rebuild a config stored as a dict (in a checkpoint or a run's config.yaml)."""
+    values = _flatten(tree)
+    sources = {key: source for key in values}
+    for text in overrides or []:
+        key, value = _parse_override(text)
+        values[key] = value
+        sources[key] = "command line"
+    cfg = _build(Config, values, sources)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that involve more than one key, or ranges."""
+    def need(condition, key, message):
+        if not condition:
+            raise UserError(f"key '{key}' {message}")
+
+    need(cfg.data.imbalance_ratio >= 1, "data.imbalance_ratio", "must be >= 1")
+    need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
+    need(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be positive")
+    need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean/data.std", "need 3 values each")
+    need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
+    need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
+    need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
+    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
+    need(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    need(cfg.train.device in ("auto", "cpu") or cfg.train.device.startswith("cuda"), "train.device",
+         "must be auto, cpu or cuda[:N]")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Config, path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(dump_config(cfg))
+    os.replace(tmp, path)

@@ -1,0 +1,50 @@
+"""Evaluate a saved checkpoint on the test set of its config."""
+
+from __future__ import annotations
+
+import csv
+
+from torch.utils.data import DataLoader
+
+from data.builder import build_datasets
+from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.config import config_from_dict
+from engine.metrics import accuracy_report, format_group_table, shot_group
+from engine.run import resolve_device
+from engine.loop import predict
+from models import build_model, strip_rsg
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def write_per_class_csv(path: str, report: dict, train_counts, class_names) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "name", "train_count", "shot_group", "test_images", "accuracy"])
+        for index, (count, accuracy) in enumerate(zip(train_counts, report["per_class"])):
+            writer.writerow([index, class_names[index], count, shot_group(count), report["test_counts"][index],
+                             "" if accuracy != accuracy else f"{accuracy:.4f}"])
+
+
+def evaluate_checkpoint(path: str, overrides, csv_path: str) -> dict:
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"], overrides)
+    train_counts = state["class_counts"]
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg, train_counts, with_rsg=False)
+    describe = f"backbone {cfg.model.backbone}, {len(train_counts)} classes"
+    load_model_weights(model, strip_rsg(state["model"]), path, describe)
+    model.to(device)
+    _, test_set = build_datasets(cfg.data)
+    loader = DataLoader(test_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    predictions, targets = predict(model, loader, device, progress=cfg.train.progress)
+    report = accuracy_report(predictions, targets, train_counts)
+    report["test_counts"] = [int((targets == c).sum()) for c in range(len(train_counts))]
+    write_per_class_csv(csv_path, report, train_counts, test_set.classes)
+    print(f"checkpoint {path} (after {state['epoch']} epochs, code {state.get('code_version', 'unknown')})")
+    print(f"model: {cfg.model.backbone}, {count_parameters(model):,} parameters at evaluation (no RSG)")
+    print(format_group_table(report, f"{cfg.data.name}: {len(targets)} test images, top-1 accuracy (%)"))
+    print(f"per-class accuracy written to {csv_path}")
+    return report

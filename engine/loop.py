@@ -1,0 +1,142 @@
+"""The training step, one epoch of training, and evaluation: plain loops, no hooks.
+
+Algorithm 1 of the paper reads off `train_one_epoch`: the model (backbone + RSG + head) returns the
+classification logits of the real and generated samples, their targets, and RSG's losses; the
+total loss is Eq. 7, L_cls + lambda1 L_CESC + lambda2 L_MV, and one backward pass routes each term
+to the parameters it trains (see rsg/module.py for the routes).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+LOSS_TERMS = ("cls", "cesc", "mv", "total")
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"the training loss became {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signal_number: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        if self.signal_number is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal_number = number
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
+
+
+@dataclass
+class EpochResult:
+    metrics: dict = field(default_factory=dict)
+    interrupted_at_step: Optional[int] = None   # the next step to run, when a stop was requested
+
+
+def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights):
+    """One step of Eq. 7. Returns detached (losses dict, real-sample correct count, generated count)."""
+    logits, all_targets, rsg_losses = model(images, targets)
+    cls = criterion(logits, all_targets, class_weights)
+    zero = cls.new_zeros(())
+    cesc, mv = rsg_losses.get("cesc", zero), rsg_losses.get("mv", zero)
+    total = cls + rsg_weights[0] * cesc + rsg_weights[1] * mv
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    batch = len(targets)
+    correct = (logits[:batch].detach().argmax(dim=1) == targets).sum()
+    losses = {"cls": cls.detach(), "cesc": cesc.detach(), "mv": mv.detach(), "total": total.detach()}
+    return losses, correct, len(all_targets) - batch
+
+
+def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, class_weights,
+                    rsg_weights, start_step=0, log_step: Optional[Callable] = None, log_every=20,
+                    stop: Optional[StopRequest] = None, progress=True) -> EpochResult:
+    """Train for one epoch from `start_step`. Loss sums stay on the device; the host reads them
+    (a synchronisation) only every `log_every` steps and at the end, to log and to stop on a
+    non-finite loss before anything is saved."""
+    model.train()
+    model.set_epoch(epoch)
+    sums = {name: torch.zeros((), device=device) for name in LOSS_TERMS}
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = generated = steps = 0
+    started = time.time()
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True,
+               initial=start_step, total=start_step + len(loader))
+    step = start_step
+    for step, (images, targets) in enumerate(bar, start=start_step):
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        losses, batch_correct, batch_generated = training_step(
+            model, criterion, optimizer, images, targets, class_weights, rsg_weights)
+        for name in LOSS_TERMS:
+            sums[name] += losses[name]
+        correct += batch_correct
+        seen += len(targets)
+        generated += batch_generated
+        steps += 1
+        if (step + 1) % log_every == 0:
+            check_finite(sums["total"], epoch, step)
+            values = {name: float(losses[name]) for name in LOSS_TERMS}
+            values["generated"] = batch_generated
+            bar.set_postfix(loss=f"{values['total']:.3f}", gen=batch_generated)
+            if log_step is not None:
+                log_step(epoch, step, values)
+        if stop is not None and stop.requested:
+            bar.close()
+            check_finite(sums["total"], epoch, step)
+            return EpochResult(interrupted_at_step=step + 1)
+    bar.close()
+    if steps == 0:
+        raise RuntimeError("the training loader yielded no batch: the training set is smaller than "
+                           "data.batch_size (batches are drop_last)")
+    check_finite(sums["total"], epoch, step)
+    metrics = {f"loss_{name}": float(sums[name]) / steps for name in LOSS_TERMS}
+    metrics["accuracy"] = 100.0 * float(correct) / seen
+    metrics["generated_per_step"] = generated / steps
+    metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
+    return EpochResult(metrics=metrics)
+
+
+def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(epoch, step, value)
+
+
+@torch.no_grad()
+def predict(model, loader, device, progress=False):
+    """Predicted and true labels (N,) over a loader, with the model in evaluation mode."""
+    model.eval()
+    predictions, labels = [], []
+    for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        logits, _, _ = model(images.to(device, non_blocking=True))
+        predictions.append(logits.argmax(dim=1).cpu())
+        labels.append(targets)
+    return torch.cat(predictions).numpy(), torch.cat(labels).numpy().astype(np.int64)

@@ -1,0 +1,12 @@
+"""Classification losses, keyed by `loss.name`; importing this package registers them all."""
+
+from losses import classification  # noqa: F401
+from losses.registry import LOSSES
+from losses.weights import class_balanced_weights
+
+
+def build_loss(cfg, class_counts):
+    return LOSSES.get(cfg.loss.name)(cfg, class_counts)
+
+
+__all__ = ["LOSSES", "build_loss", "class_balanced_weights"]

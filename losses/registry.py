@@ -1,0 +1,3 @@
+from engine.registry import Registry
+
+LOSSES = Registry("loss", "loss.name")

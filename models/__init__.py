@@ -1,0 +1,70 @@
+"""Build the configured model: backbone, RSG at its position, head."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from engine.errors import UserError
+from models import backbones  # noqa: F401  (registers the backbones)
+from models.classifier import LongTailClassifier
+from models.heads import build_head
+from models.registry import BACKBONES
+from rsg import RSG, frequent_classes_from_counts
+
+
+def classifier_kind(cfg) -> str:
+    if cfg.model.classifier != "auto":
+        return cfg.model.classifier
+    return "cosine" if cfg.loss.name == "ldam" else "linear"
+
+
+def resolve_rsg_position(cfg, backbone) -> str:
+    position = cfg.rsg.position
+    if position == "default":
+        return backbone.default_rsg_position
+    if position not in backbone.stages:
+        raise UserError(f"key 'rsg.position': {position!r} is not a stage of {cfg.model.backbone}; "
+                        f"valid choices: default, {', '.join(backbone.stages)}")
+    return position
+
+
+@torch.no_grad()
+def feature_shape_at(backbone, position: str, image_size: int) -> tuple[int, ...]:
+    """(C, H, W) of the input of stage `position`, by a dry forward of one blank image."""
+    was_training = backbone.training
+    backbone.eval()
+    x = torch.zeros(1, 3, image_size, image_size)
+    for name, stage in backbone.stages.items():
+        if name == position:
+            break
+        x = stage(x)
+    backbone.train(was_training)
+    return tuple(x.shape[1:])
+
+
+def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True) -> LongTailClassifier:
+    """The model for `cfg`; `with_rsg=False` gives the evaluation model (the plain backbone)."""
+    num_classes = len(class_counts)
+    backbone = BACKBONES.get(cfg.model.backbone)()
+    head = build_head(classifier_kind(cfg), backbone.out_features, num_classes)
+    if not (with_rsg and cfg.rsg.enabled):
+        return LongTailClassifier(backbone, head)
+    position = resolve_rsg_position(cfg, backbone)
+    channels = feature_shape_at(backbone, position, cfg.data.image_size)[0]
+    rsg = RSG(
+        in_channels=channels,
+        num_classes=num_classes,
+        frequent_classes=frequent_classes_from_counts(class_counts, cfg.rsg.frequent_ratio),
+        num_centers=cfg.rsg.num_centers,
+        contrastive_channels=cfg.rsg.contrastive_channels,
+        transfer_strength=cfg.rsg.transfer_strength,
+        threshold_epoch=cfg.rsg.threshold_epoch,
+    )
+    return LongTailClassifier(backbone, head, rsg, position)
+
+
+def strip_rsg(state_dict: dict) -> dict:
+    """The evaluation model's weights: the checkpoint's without RSG's parameters."""
+    return {k: v for k, v in state_dict.items() if not k.startswith("rsg.")}

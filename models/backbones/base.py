@@ -1,0 +1,27 @@
+"""What every backbone offers the model wrapper: named stages run in order.
+
+A backbone is an `nn.Module` whose `stages` (an ordered `nn.ModuleDict`) map an image batch to a
+flat feature vector when applied one after the other. RSG can be placed at the input of any stage
+by name; `default_rsg_position` names the stage entered right before the second-to-last spatial
+down-sampling, where the paper puts RSG. Backbones never import RSG.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StagedBackbone(nn.Module):
+    default_rsg_position: str = ""
+    out_features: int = 0
+
+    def __init__(self, stages: dict[str, nn.Module]):
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        for stage in self.stages.values():
+            x = stage(x)
+        return x

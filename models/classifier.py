@@ -1,0 +1,41 @@
+"""The wrapper that composes a staged backbone, an optional RSG and a classifier head."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class LongTailClassifier(nn.Module):
+    """images (N, 3, H, W), targets (N,) -> logits (N + M, classes), targets (N + M,), losses.
+
+    RSG, when present, transforms the input of the backbone stage named `rsg_position` and may
+    append M generated samples. In evaluation (or without RSG) M = 0, the losses are zero and the
+    computation is exactly the plain backbone's and head's.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, rsg: Optional[nn.Module] = None,
+                 rsg_position: Optional[str] = None):
+        super().__init__()
+        if rsg is not None and rsg_position not in backbone.stages:
+            raise ValueError(f"RSG position {rsg_position!r} is not a stage of the backbone "
+                             f"({', '.join(backbone.stages)})")
+        self.backbone = backbone
+        self.head = head
+        self.rsg = rsg
+        self.rsg_position = rsg_position if rsg is not None else None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.rsg is not None:
+            self.rsg.set_epoch(epoch)
+
+    def forward(self, images: torch.Tensor, targets: Optional[torch.Tensor] = None):
+        x = images
+        losses = {}
+        for name, stage in self.backbone.stages.items():
+            if name == self.rsg_position:
+                x, targets, losses = self.rsg(x, targets)
+            x = stage(x)
+        return self.head(x), targets, losses

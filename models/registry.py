@@ -1,0 +1,3 @@
+from engine.registry import Registry
+
+BACKBONES = Registry("backbone", "model.backbone")

@@ -1,0 +1,248 @@
+"""The rare-class sample generator (RSG) of Wang et al., CVPR 2021: section 3 and Algorithm 1.
+
+RSG sits between two layers of a CNN. In training it receives the feature maps of a batch and its
+labels and returns the batch with generated rare-class feature maps appended, their labels, and its
+two losses; in evaluation it returns its input unchanged. Shapes: N batch, C channels, H x W spatial,
+K centers per class, M = s_new generated samples.
+
+Gradient routes (Algorithm 1, and the authors' code):
+- RSG reads detached features, so L_CESC and L_MV never reach the backbone.
+- L_CESC (Eq. 5) trains the centers and the center-assignment map in every epoch, and the
+  contrastive module before the threshold epoch only.
+- From the threshold on, generated samples (Eq. 4) carry gradient into the transformation T only,
+  from L_cls and from L_MV (Eq. 6). The contrastive module is frozen then: it is applied with
+  detached weights, so gradients flow through it to T while its own weights receive none.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+GENERATION_MODES = ("transform", "rare_center", "direct")
+
+
+def frequent_classes_from_counts(class_counts: Sequence[int], frequent_ratio: float) -> list[int]:
+    """The int(alpha * C) classes with the most training samples; ties go to the lower index."""
+    num_frequent = int(frequent_ratio * len(class_counts))
+    order = sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
+    return sorted(order[:num_frequent])
+
+
+def num_generated_per_rare(num_frequent: int, num_rare: int, transfer_strength: float) -> int:
+    """s_new / s_rare = max(floor(beta * s_freq / s_rare), 1); 0 when a side of the batch is empty."""
+    if num_frequent == 0 or num_rare == 0:
+        return 0
+    return max(math.floor(transfer_strength * num_frequent / num_rare), 1)
+
+
+class ContrastiveModule(nn.Module):
+    """Eq. 2: h = two 3x3 convs with a ReLU between, global average pooling, then a linear layer.
+
+    Input: a pair concatenated along channels (P, 2C, H, W). Output logits (P, 2) ordered
+    [different class, same class].
+    """
+
+    def __init__(self, in_channels: int, width: int = 256):
+        super().__init__()
+        self.h = nn.Sequential(
+            nn.Conv2d(2 * in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+        self.linear = nn.Linear(width, 2)
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        pooled = self.h(torch.cat([first, second], dim=1)).mean(dim=(2, 3))
+        return self.linear(pooled)
+
+
+SAME_CLASS, DIFFERENT_CLASS = 1, 0
+
+
+class RSG(nn.Module):
+    """Rare-class sample generator.
+
+    Args:
+        in_channels: C of the feature maps RSG receives.
+        num_classes: number of classes.
+        frequent_classes: indices of the frequent classes (see `frequent_classes_from_counts`).
+        num_centers: K, centers per class.
+        contrastive_channels: width of the contrastive module h.
+        transfer_strength: beta.
+        threshold_epoch: T_th; generation starts at this epoch index (see `set_epoch`).
+        mv_terms: which of the three terms of Eq. 6 are used (Table 3 ablations).
+        generation: "transform" (Eq. 4), "rare_center" (T(x_fd-freq) added to the rare sample's
+            estimated center instead of the sample) or "direct" (x_fd-freq added to the rare sample,
+            no T, no L_MV) — the last two are Table 3 ablations.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        frequent_classes: Sequence[int],
+        num_centers: int = 15,
+        contrastive_channels: int = 256,
+        transfer_strength: float = 1.0,
+        threshold_epoch: int = 160,
+        mv_terms: Sequence[bool] = (True, True, True),
+        generation: str = "transform",
+    ):
+        super().__init__()
+        if generation not in GENERATION_MODES:
+            raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
+        if not all(0 <= c < num_classes for c in frequent_classes):
+            raise ValueError(f"frequent_classes must lie in [0, {num_classes}), got {list(frequent_classes)}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_centers = num_centers
+        self.transfer_strength = transfer_strength
+        self.threshold_epoch = threshold_epoch
+        self.mv_terms = tuple(bool(t) for t in mv_terms)
+        self.generation = generation
+        self.epoch = 0
+
+        # Center estimation module, Eq. 1: gamma^l = softmax(A^l ave(x^l) + b^l), one map per class.
+        self.centers = nn.Parameter(torch.zeros(num_classes, num_centers, in_channels))
+        bound = 1.0 / math.sqrt(in_channels)
+        self.assign_weight = nn.Parameter(torch.empty(num_classes, in_channels, num_centers).uniform_(-bound, bound))
+        self.assign_bias = nn.Parameter(torch.zeros(num_classes, num_centers))
+        self.contrastive = ContrastiveModule(in_channels, contrastive_channels)
+        # Vector transformation T of Eq. 4: a 3x3 convolution with C filters. It is a linear map, as
+        # the paper defines it, so it has no bias (a bias would shift every generated sample alike).
+        self.transform = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
+        is_frequent = torch.zeros(num_classes, dtype=torch.bool)
+        is_frequent[list(frequent_classes)] = True
+        self.register_buffer("is_frequent", is_frequent, persistent=False)
+
+    # -- phase -------------------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call at the start of every epoch; generation runs from `threshold_epoch` on."""
+        self.epoch = epoch
+
+    @property
+    def generating(self) -> bool:
+        return self.epoch >= self.threshold_epoch
+
+    # -- forward -----------------------------------------------------------------------------------
+
+    def forward(self, features: torch.Tensor, targets: Optional[torch.Tensor] = None):
+        """features (N, C, H, W), targets (N,) -> (features', targets', {"cesc", "mv"}).
+
+        Training: features' is (N + M, C, H, W), the input followed by M generated rare-class
+        samples, and targets' (N + M,). Evaluation or targets None: the input, unchanged.
+        """
+        if not self.training or targets is None:
+            zero = features.new_zeros(())
+            return features, targets, {"cesc": zero, "mv": zero}
+        x = features.detach()
+        pooled = x.mean(dim=(2, 3))                                  # (N, C) = ave(x)
+        assignment = self.center_assignment(pooled, targets)         # (N, K) = gamma
+        cesc = self.center_loss(x, pooled, targets, assignment)
+        if not self.generating:
+            cesc = cesc + self.contrastive_loss(x, targets)
+            return features, targets, {"cesc": cesc, "mv": x.new_zeros(())}
+        generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
+        return (torch.cat([features, generated]), torch.cat([targets, generated_targets]),
+                {"cesc": cesc, "mv": mv})
+
+    def center_assignment(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Eq. 1 with each sample's own class map: (N, C), (N,) -> gamma (N, K)."""
+        logits = torch.einsum("nc,nck->nk", pooled, self.assign_weight[targets]) + self.assign_bias[targets]
+        return logits.softmax(dim=1)
+
+    def center_loss(self, x, pooled, targets, assignment) -> torch.Tensor:
+        """First term of Eq. 5: < sum_i gamma_i sum_{d,j,k} (x - up(C_i))^2 >_s.
+
+        Expanded so the (N, K, C, H, W) difference is never built:
+        sum_{d,j,k} (x_djk - c_d)^2 = ||x||^2 - 2 HW <ave(x), c> + HW ||c||^2.
+        """
+        hw = x.shape[2] * x.shape[3]
+        centers = self.centers[targets]                                   # (N, K, C)
+        squared_norm = x.flatten(1).pow(2).sum(dim=1, keepdim=True)       # (N, 1)
+        cross = torch.einsum("nc,nkc->nk", pooled, centers)               # (N, K)
+        distances = squared_norm - 2 * hw * cross + hw * centers.pow(2).sum(dim=2)
+        return (assignment * distances).sum(dim=1).mean()
+
+    def contrastive_loss(self, x, targets) -> torch.Tensor:
+        """Second term of Eq. 5: binary cross-entropy over s/2 random pairs of the batch."""
+        num_pairs = x.shape[0] // 2
+        if num_pairs == 0:
+            return x.new_zeros(())
+        order = torch.randperm(x.shape[0], device=x.device)
+        first, second = order[:num_pairs], order[num_pairs:2 * num_pairs]
+        same = (targets[first] == targets[second]).long()           # y = 1: same class
+        logits = self.contrastive(x[first], x[second])
+        return F.cross_entropy(logits, same * SAME_CLASS + (1 - same) * DIFFERENT_CLASS)
+
+    def pair_frequent_with_rare(self, targets: torch.Tensor):
+        """Indices (M,) of the frequent sample and of the rare sample of each generated sample.
+
+        Each rare sample gets max(floor(beta * s_freq / s_rare), 1) frequent partners, drawn from a
+        random permutation of the batch's frequent samples, reused cyclically when too few.
+        """
+        frequent_mask = self.is_frequent[targets]
+        frequent = frequent_mask.nonzero().squeeze(1)
+        rare = (~frequent_mask).nonzero().squeeze(1)
+        per_rare = num_generated_per_rare(len(frequent), len(rare), self.transfer_strength)
+        if per_rare == 0:
+            return frequent[:0], rare[:0]
+        rare_index = rare.repeat(per_rare)                           # (M,), M = per_rare * s_rare
+        shuffled = frequent[torch.randperm(len(frequent), device=targets.device)]
+        positions = torch.arange(len(rare_index), device=targets.device) % len(frequent)
+        return shuffled[positions], rare_index
+
+    def displacement(self, x, targets, assignment) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 3: x - up(C_K) with K the sample's most probable center; also returns up(C_K)."""
+        closest = assignment.argmax(dim=1)
+        center = self.centers.detach()[targets, closest][:, :, None, None]    # (n, C, 1, 1)
+        return x - center, center
+
+    def generate(self, x, targets, assignment):
+        """Eqs. 3, 4 and 6 -> generated (M, C, H, W), their targets (M,), L_MV."""
+        frequent_index, rare_index = self.pair_frequent_with_rare(targets)
+        if len(rare_index) == 0:
+            return x[:0], targets[:0], x.new_zeros(())
+        fd_frequent, _ = self.displacement(x[frequent_index], targets[frequent_index], assignment[frequent_index])
+        x_rare = x[rare_index]
+        fd_rare, rare_center = self.displacement(x_rare, targets[rare_index], assignment[rare_index])
+        generated_targets = targets[rare_index]
+        if self.generation == "direct":
+            return x_rare + fd_frequent, generated_targets, x.new_zeros(())
+        transformed = self.transform(fd_frequent)                    # T(x_fd-freq)
+        anchor = rare_center if self.generation == "rare_center" else x_rare
+        return anchor + transformed, generated_targets, self.mv_loss(transformed, fd_frequent, fd_rare)
+
+    def mv_loss(self, transformed, fd_frequent, fd_rare) -> torch.Tensor:
+        """Eq. 6, with cosine and norm over the channel vector at each spatial position (j, k)."""
+        loss = transformed.new_zeros(())
+        use_direction, use_length, use_contrast = self.mv_terms
+        if use_direction:
+            cosine = F.cosine_similarity(transformed, fd_rare, dim=1)            # (M, H, W)
+            loss = loss + (cosine - 1).abs().sum(dim=(1, 2)).mean()
+        if use_length:
+            length_change = transformed.norm(dim=1) - fd_frequent.norm(dim=1)     # (M, H, W)
+            loss = loss + length_change.abs().sum(dim=(1, 2)).mean()
+        if use_contrast:
+            logits = self.frozen_contrastive(transformed, fd_rare)
+            different = torch.full((len(logits),), DIFFERENT_CLASS, device=logits.device)
+            loss = loss + F.cross_entropy(logits, different)                    # -<log gamma*>
+        return loss
+
+    def frozen_contrastive(self, first, second) -> torch.Tensor:
+        """The contrastive module with detached weights: gradient reaches its inputs, not itself."""
+        weights = {name: p.detach() for name, p in self.contrastive.named_parameters()}
+        return functional_call(self.contrastive, weights, (first, second))
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
+                f"num_centers={self.num_centers}, frequent={int(self.is_frequent.sum())}, "
+                f"transfer_strength={self.transfer_strength}, threshold_epoch={self.threshold_epoch}, "
+                f"generation={self.generation!r}")

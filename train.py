@@ -1,0 +1,41 @@
+"""Train a model from a YAML config.
+
+    python train.py --config configs/cifar10_lt/ldam_drw_rsg_r100.yaml [key=value ...]
+    python train.py --config X --print-config          # the resolved config, then exit
+    python train.py --config X --resume auto           # continue the run in its output_dir
+"""
+
+import argparse
+import sys
+
+from engine.config import dump_config, load_config
+from engine.errors import UserError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--resume", default=None, help="'auto' (the run's last.pt, if any) or a checkpoint path")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return 0
+        from engine.run import fit  # heavy imports (torch) only once the config is known to be good
+
+        fit(cfg, resume=args.resume)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
