@@ -10,14 +10,20 @@ from engine.errors import UserError
 from models import backbones  # noqa: F401  (registers the backbones)
 from models.classifier import LongTailClassifier
 from models.heads import build_head
+from models.pretrained import load_pretrained
 from models.registry import BACKBONES
 from rsg import RSG, frequent_classes_from_counts
+
+
+# Losses that put their margin on cosine logits, so they need the normalized head: LDAM (Cao et al.
+# 2019) and AM-softmax (Wang et al. 2018, the loss of M-DRW).
+COSINE_LOSSES = ("ldam", "am")
 
 
 def classifier_kind(cfg) -> str:
     if cfg.model.classifier != "auto":
         return cfg.model.classifier
-    return "cosine" if cfg.loss.name == "ldam" else "linear"
+    return "cosine" if cfg.loss.name in COSINE_LOSSES else "linear"
 
 
 def resolve_rsg_position(cfg, backbone) -> str:
@@ -44,10 +50,17 @@ def feature_shape_at(backbone, position: str, image_size: int) -> tuple[int, ...
     return tuple(x.shape[1:])
 
 
-def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True) -> LongTailClassifier:
-    """The model for `cfg`; `with_rsg=False` gives the evaluation model (the plain backbone)."""
+def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
+                load_pretrained_weights: bool = True) -> LongTailClassifier:
+    """The model for `cfg`; `with_rsg=False` gives the evaluation model (the plain backbone).
+
+    The backbone starts from `model.pretrained` unless `load_pretrained_weights=False` (for a model
+    whose weights come from a checkpoint next, which must not need the ImageNet file or network).
+    """
     num_classes = len(class_counts)
     backbone = BACKBONES.get(cfg.model.backbone)()
+    if load_pretrained_weights:
+        load_pretrained(backbone, cfg.model.pretrained, cfg.model.backbone)
     head = build_head(classifier_kind(cfg), backbone.out_features, num_classes)
     if not (with_rsg and cfg.rsg.enabled):
         return LongTailClassifier(backbone, head)
@@ -61,6 +74,8 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True) -> Long
         contrastive_channels=cfg.rsg.contrastive_channels,
         transfer_strength=cfg.rsg.transfer_strength,
         threshold_epoch=cfg.rsg.threshold_epoch,
+        mv_terms=tuple(cfg.rsg.mv_terms),          # Table 3 ablations
+        generation=cfg.rsg.generation,
     )
     return LongTailClassifier(backbone, head, rsg, position)
 

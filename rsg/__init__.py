@@ -9,8 +9,15 @@ and use it in any network.
     rsg.set_epoch(epoch)                              # generation from threshold_epoch on
     features, targets, losses = rsg(features, targets)
     loss = cls_loss + 0.1 * losses["cesc"] + 0.01 * losses["mv"]     # Eq. 7
+
+Or, without touching the network's code, RSG on the output of one of its submodules:
+
+    model = rsg.attach(net, at="layer3", num_classes=10, frequent_classes=[0, 1],
+                       example_input=torch.zeros(1, 3, 64, 64))
+    logits, targets, losses = model(images, targets)  # training; model(images) is net(images)
 """
 
+from rsg.attach import RSGAttached, attach
 from rsg.module import (
     GENERATION_MODES,
     RSG,
@@ -21,6 +28,8 @@ from rsg.module import (
 
 __all__ = [
     "RSG",
+    "RSGAttached",
+    "attach",
     "ContrastiveModule",
     "GENERATION_MODES",
     "frequent_classes_from_counts",

@@ -1,3 +1,3 @@
 """Importing this package registers every backbone."""
 
-from models.backbones import resnet_cifar  # noqa: F401
+from models.backbones import densenet_cifar, resnet_cifar, resnet_imagenet, resnext_cifar  # noqa: F401
