@@ -1,15 +1,37 @@
-"""Image transforms: CIFAR-style training augmentation and plain evaluation preprocessing.
+"""Image transforms: the training augmentation presets of `data.transform` and evaluation
+preprocessing, for PIL images (`data.decoder: pil`) or uint8 tensors (`data.decoder: torchvision`).
 
-Both take PIL images (as produced by data.datasets) and return float tensors (3, H, W).
+Presets (REFERENCE section 3):
+    pad_crop_flip        zero-pad, random crop, flip: CIFAR and digits
+    resized_crop         RandomResizedCrop, flip: Places-LT
+    resized_crop_jitter  RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4, 0): ImageNet-LT, iNaturalist
+Evaluation: Resize(eval_resize) of the shorter side and CenterCrop(image_size) when eval_resize > 0,
+else the image as it is (CIFAR).
+
+PIL images go through torchvision.transforms (v1), the pipeline of the published recipes. uint8
+(3, H, W) tensors go through torchvision.transforms.v2, which makes the same torch random draws in
+the same order: for the same RNG state, the same crop, flip and jitter. Pixels differ by a level or
+a few (antialiased resize and colour jitter round differently, docs/BENCHMARKS.md). Every
+transform returns a float tensor (3, H, W).
 """
 
 from typing import Optional, Sequence
 
+import torch
 from torchvision import transforms
+from torchvision.transforms import v2
 
 # Per-channel statistics used by the reference CIFAR recipe (RGB order).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+# ImageNet's (ImageNet-LT, Places-LT) and iNaturalist 2018's (the authors' code).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INATURALIST_MEAN = (0.466, 0.471, 0.380)
+INATURALIST_STD = (0.195, 0.194, 0.192)
+
+TRANSFORM_PRESETS = ("pad_crop_flip", "resized_crop", "resized_crop_jitter")
+JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.0}
 
 
 def train_transform(crop_size: int, padding: int, hflip: bool,
@@ -32,20 +54,63 @@ def train_transform(crop_size: int, padding: int, hflip: bool,
     return transforms.Compose(steps)
 
 
-def eval_transform(mean: Sequence[float], std: Sequence[float],
-                   resize: Optional[int] = None) -> transforms.Compose:
+def eval_transform(mean: Sequence[float], std: Sequence[float], resize: Optional[int] = None,
+                   crop: Optional[int] = None) -> transforms.Compose:
     """Deterministic preprocessing: optional Resize + CenterCrop, then ToTensor, Normalize.
 
     Args:
         mean, std: per-channel normalization, 3 floats each.
-        resize: if given, shorter side resized to it and the centre resize x resize kept;
+        resize: if given, shorter side resized to it and the centre crop x crop kept;
             None leaves the image size unchanged (CIFAR).
+        crop: side of the centre crop; None = resize.
 
     Returns:
-        Compose mapping a PIL image (H, W) to a float tensor (3, H, W), or (3, resize, resize).
+        Compose mapping a PIL image (H, W) to a float tensor (3, H, W), or (3, crop, crop).
     """
     steps = []
     if resize is not None:
-        steps += [transforms.Resize(resize), transforms.CenterCrop(resize)]
+        steps += [transforms.Resize(resize), transforms.CenterCrop(crop or resize)]
     steps += [transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))]
     return transforms.Compose(steps)
+
+
+def preset_train_transform(preset: str, size: int, padding: int, hflip: bool, mean: Sequence[float],
+                           std: Sequence[float], tensor_input: bool = False):
+    """The training augmentation `preset` at output side `size`.
+
+    tensor_input False: PIL image in (torchvision.transforms); True: uint8 tensor (3, H, W) in
+    (transforms.v2). Either way a float tensor (3, size, size) out.
+    """
+    if preset not in TRANSFORM_PRESETS:
+        raise ValueError(f"unknown transform preset {preset!r}; choose one of {', '.join(TRANSFORM_PRESETS)}")
+    if preset == "pad_crop_flip" and not tensor_input:
+        return train_transform(size, padding, hflip, mean, std)
+    ops = v2 if tensor_input else transforms
+    if preset == "pad_crop_flip":
+        steps = [ops.RandomCrop(size, padding=padding, fill=0, padding_mode="constant")]
+    else:
+        steps = [ops.RandomResizedCrop(size, antialias=True)]
+    if hflip:
+        steps.append(ops.RandomHorizontalFlip(p=0.5))
+    if preset == "resized_crop_jitter":
+        steps.append(ops.ColorJitter(**JITTER))   # on uint8 tensors: the fast integer path
+    return ops.Compose(steps + _to_normalized_float(tensor_input, mean, std))
+
+
+def preset_eval_transform(size: int, resize: int, mean: Sequence[float], std: Sequence[float],
+                          tensor_input: bool = False):
+    """Evaluation preprocessing: Resize(resize) + CenterCrop(size) when resize > 0, then normalize.
+
+    resize 0 keeps the image as it is (CIFAR: the 32 x 32 test images).
+    """
+    if not tensor_input:
+        return eval_transform(mean, std, resize or None, crop=size)
+    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)] if resize else []
+    return v2.Compose(steps + _to_normalized_float(True, mean, std))
+
+
+def _to_normalized_float(tensor_input: bool, mean: Sequence[float], std: Sequence[float]) -> list:
+    """uint8 (tensor or PIL) -> float32 in [0, 1] -> (x - mean) / std, as ToTensor + Normalize."""
+    if tensor_input:
+        return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return [transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))]

@@ -1,4 +1,4 @@
-"""Evaluate a saved checkpoint on the test set of its config."""
+"""Evaluate a saved checkpoint on the test (or validation) split of its config."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import csv
 from torch.utils.data import DataLoader
 
 from data.builder import build_datasets
+from data.datasets import report_unreadable
 from engine.checkpoint import load_checkpoint, load_model_weights
 from engine.config import config_from_dict
 from engine.metrics import accuracy_report, format_group_table, shot_group
-from engine.run import resolve_device
+from engine.runtime import resolve_device
 from engine.loop import predict
 from models import build_model, strip_rsg
 
@@ -28,23 +29,27 @@ def write_per_class_csv(path: str, report: dict, train_counts, class_names) -> N
                              "" if accuracy != accuracy else f"{accuracy:.4f}"])
 
 
-def evaluate_checkpoint(path: str, overrides, csv_path: str) -> dict:
+def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test") -> dict:
+    """Top-1 and many / medium / few of the checkpoint on `split` (test, or val for split lists);
+    prints the table of the paper's Tables 8 and 9 and writes the per-class CSV."""
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"], overrides)
     train_counts = state["class_counts"]
     device = resolve_device(cfg.train.device)
-    model = build_model(cfg, train_counts, with_rsg=False)
+    model = build_model(cfg, train_counts, with_rsg=False, load_pretrained_weights=False)  # weights: the checkpoint's
     describe = f"backbone {cfg.model.backbone}, {len(train_counts)} classes"
     load_model_weights(model, strip_rsg(state["model"]), path, describe)
     model.to(device)
-    _, test_set = build_datasets(cfg.data)
+    _, test_set = build_datasets(cfg.data, eval_split=split)
     loader = DataLoader(test_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     predictions, targets = predict(model, loader, device, progress=cfg.train.progress)
+    report_unreadable([test_set], f"evaluation on the {split} split")
     report = accuracy_report(predictions, targets, train_counts)
     report["test_counts"] = [int((targets == c).sum()) for c in range(len(train_counts))]
     write_per_class_csv(csv_path, report, train_counts, test_set.classes)
     print(f"checkpoint {path} (after {state['epoch']} epochs, code {state.get('code_version', 'unknown')})")
     print(f"model: {cfg.model.backbone}, {count_parameters(model):,} parameters at evaluation (no RSG)")
-    print(format_group_table(report, f"{cfg.data.name}: {len(targets)} test images, top-1 accuracy (%)"))
+    print(format_group_table(report, f"{cfg.data.name}, {split} split: {len(targets)} images, top-1 accuracy (%)"))
+    print(f"top-1 error {100 - report['top1']:.2f}% (the measure of Tables 1-7)")
     print(f"per-class accuracy written to {csv_path}")
     return report
