@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -27,23 +28,62 @@ def choice(default, choices, help=""):
 
 @dataclass
 class DataConfig:
-    name: str = choice("cifar10", ["cifar10", "cifar100", "image_folder", "digits"],
-                       "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*")
-    root: str = "datasets"          # folder holding the dataset files
+    name: str = choice("cifar10", ["cifar10", "cifar100", "image_folder", "digits",
+                                   "imagenet_lt", "places_lt", "inat2018", "split_list"],
+                       "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*; "
+                       "imagenet_lt, places_lt, inat2018 and split_list read 'path label' list files "
+                       "(iNaturalist also its train2018.json / val2018.json) with paths relative to root")
+    root: str = "datasets"          # folder holding the dataset files (split lists: their paths' root)
     download: bool = False          # CIFAR only: download into root when the files are missing
-    profile: str = choice("longtail", ["longtail", "step", "balanced"],
-                          "how the training set is made imbalanced")
+    # Split lists, relative to root or absolute; "" = the dataset's standard file in root
+    # (ImageNet_LT_train.txt, Places_LT_val.txt, iNaturalist18_train.txt or train2018.json, ...)
+    train_list: str = ""
+    val_list: str = ""
+    test_list: str = ""             # iNaturalist: its validation file (val is the test set)
+    # Split lists: None = the dataset's own (1000, 365, 8142; split_list: inferred); 0 = inferred
+    # from the training list (largest label + 1). Labels outside [0, num_classes) are refused.
+    num_classes: Optional[int] = None
+    eval_split: str = choice("test", ["test", "val"],
+                             "the split evaluated every epoch, on which best.pt is chosen; val exists for "
+                             "split lists only (the large-scale configs select on val, report test)")
+    profile: str = choice("longtail", ["longtail", "step", "balanced", "none"],
+                          "how the training set is made imbalanced; none = as it is (the split-list "
+                          "datasets, which come long-tailed)")
     imbalance_ratio: float = 100.0  # rho = n_max / n_min
     max_per_class: int = 0          # n_max; 0 = the dataset's own (CIFAR-10 5000, CIFAR-100 500)
     subset_seed: Optional[int] = None  # None: first n_i images per class (the paper); int: seeded pick
     image_size: int = 32            # training crop size (digits: images are resized to this)
     crop_padding: int = 4           # zero padding before the random crop
     hflip: bool = True              # random horizontal flip
+    transform: str = choice("pad_crop_flip", ["pad_crop_flip", "resized_crop", "resized_crop_jitter"],
+                            "training augmentation: pad_crop_flip = zero-pad crop_padding, random crop "
+                            "image_size, flip (CIFAR); resized_crop = RandomResizedCrop(image_size), flip "
+                            "(Places-LT); resized_crop_jitter = that plus ColorJitter(0.4, 0.4, 0.4, 0) "
+                            "(ImageNet-LT, iNaturalist)")
+    eval_resize: int = 0            # evaluation: shorter side resized to this, then centre crop image_size; 0 = as is
+    decoder: str = choice("torchvision", ["torchvision", "pil"],
+                          "how image files are decoded: torchvision = torchvision.io to a uint8 tensor, "
+                          "tensor transforms (the faster, docs/BENCHMARKS.md); pil = PIL image, PIL "
+                          "transforms. Same augmentation distribution; in-memory CIFAR/digits always PIL")
+    # An image file that does not decode: false = stop, naming it; true = use the next image of its
+    # class instead and report the files at the end of each epoch and evaluation.
+    skip_corrupt: bool = False
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
-    batch_size: int = 128           # training batch (drop_last)
+    batch_size: int = 128           # global training batch (drop_last); torchrun: split evenly over ranks
     eval_batch_size: int = 512
     num_workers: int = 4
+    sampler: str = choice("shuffle", ["shuffle", "drs"],
+                          "training order: shuffle = a fresh permutation each epoch; drs = deferred "
+                          "re-sampling: the shuffle before resample_start, from it len(dataset) draws "
+                          "with replacement, each sample's probability proportional to the class-balanced "
+                          "weight of its class (Cao et al. 2019)")
+    resample_start: int = 160       # DRS: first epoch index of class-balanced re-sampling
+    resample_beta: float = 0.9999   # DRS: effective-number beta of the re-sampling class weights
+    loader: str = choice("standard", ["standard", "device"],
+                         "standard = torch DataLoader with workers; device = the whole split kept on the "
+                         "GPU (or CPU) as uint8, crop/flip/normalize batched there (small images only: "
+                         "CIFAR, digits, small image folders; pad_crop_flip augmentation)")
 
 
 @dataclass
@@ -51,6 +91,7 @@ class ModelConfig:
     backbone: str = "resnet32"      # a registered backbone (see models/backbones)
     classifier: str = choice("auto", ["auto", "linear", "cosine"],
                              "auto = cosine (normalized) when the loss is LDAM, else linear")
+    pretrained: str = "none"        # none | torchvision (ImageNet IMAGENET1K_V1) | /path/to/torchvision_state_dict.pth
 
 
 @dataclass
@@ -64,14 +105,25 @@ class RSGConfig:
     threshold_epoch: int = 160      # T_th: generation starts at this epoch index
     cesc_weight: float = 0.1        # lambda1 in Eq. 7
     mv_weight: float = 0.01         # lambda2 in Eq. 7
+    # Table 3 ablations. mv_terms: which terms of L_MV (Eq. 6) are kept: [direction (cosine to
+    # x_fd-rare), length (||T(x_fd-freq)|| = ||x_fd-freq||), contrastive (not the same class)].
+    mv_terms: list[bool] = field(default_factory=lambda: [True, True, True])
+    generation: str = choice("transform", ["transform", "rare_center", "direct"],
+                             "transform = x_rare + T(x_fd-freq) (Eq. 4); rare_center = the rare sample's "
+                             "closest center + T(x_fd-freq); direct = x_rare + x_fd-freq, no T and no L_MV")
 
 
 @dataclass
 class LossConfig:
-    name: str = choice("ldam", ["ce", "ldam"], "classification loss L_cls")
-    max_margin: float = 0.5         # LDAM: largest margin max_m
-    scale: float = 30.0             # LDAM: logit scale s
-    reweight: str = choice("drw", ["none", "drw"], "class weights: drw = deferred re-weighting")
+    name: str = choice("ldam", ["ce", "ldam", "focal", "am"],
+                       "classification loss L_cls: ce = cross-entropy (ERM), ldam, focal, am = "
+                       "additive-margin softmax (with reweight drw: M-DRW)")
+    max_margin: float = 0.5         # LDAM: largest margin max_m; AM: the margin m of every class
+    scale: float = 30.0             # LDAM and AM: logit scale s
+    focal_gamma: float = 1.0        # focal: gamma of (1 - p_t)^gamma (1 in the authors' code)
+    reweight: str = choice("drw", ["none", "drw", "cb"],
+                           "class weights: none; drw = class-balanced from reweight_start (deferred "
+                           "re-weighting); cb = class-balanced from epoch 0 (CB RW, CB Focal)")
     reweight_start: int = 160       # DRW: first epoch index with class-balanced weights
     reweight_beta: float = 0.9999   # effective-number beta of the class-balanced weights
 
@@ -84,7 +136,8 @@ class OptimConfig:
     nesterov: bool = False
     warmup_epochs: int = 5          # linear warm-up: lr * (epoch + 1) / warmup_epochs
     milestones: list[int] = field(default_factory=lambda: [160, 180])
-    decay: float = 0.01             # lr multiplied by this at each milestone
+    decay: float = 0.01             # lr multiplied by this at each milestone (when milestone_decays is empty)
+    milestone_decays: list[float] = field(default_factory=list)  # one factor per milestone, e.g. [0.1, 0.5]
 
 
 @dataclass
@@ -96,6 +149,11 @@ class TrainConfig:
     eval_every: int = 1             # evaluate every N epochs (and always at the last)
     log_every: int = 20             # steps between TensorBoard step scalars
     progress: bool = True           # tqdm bar per epoch
+    amp: str = choice("none", ["none", "bf16", "fp16"],
+                      "mixed precision: autocast to bf16, or fp16 with a gradient scaler")
+    channels_last: bool = False     # NHWC memory format for the model and its inputs
+    compile: bool = False           # torch.compile each backbone stage and the head (RSG stays eager)
+    sync_bn: bool = False           # torchrun: SyncBatchNorm, batch statistics over all ranks
 
 
 @dataclass
@@ -107,7 +165,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     name: str = ""                  # run name; default: the config file's name
-    output_dir: str = ""            # default: runs/<name>
+    output_dir: str = ""            # default: runs/<name> if name is set, else runs/<config path under configs/, no .yaml>
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,8 +205,10 @@ def _load_with_bases(path: str, seen: tuple = ()) -> tuple[dict[str, Any], dict[
     if path in seen:
         raise UserError(f"{path}: _base_ cycle through {' -> '.join(seen + (path,))}")
     content = _read_yaml(path)
-    bases = content.pop("_base_", [])
+    bases = content.pop("_base_", None) or []
     bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{path}: _base_ must be a file name or a list of file names, got {bases!r}")
     values, sources = {}, {}
     for base in bases:
         base_path = os.path.join(os.path.dirname(path), base)
@@ -184,6 +244,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _convert(value: Any, tp, where: str) -> Any:
     """Check `value` against the annotation `tp` (int, float, bool, str, list[...], Optional)."""
     origin = typing.get_origin(tp)
@@ -205,6 +268,8 @@ def _convert(value: Any, tp, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as text
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -248,12 +313,24 @@ def load_config(path: str, overrides: Optional[list[str]] = None) -> Config:
         values[key] = value
         sources[key] = "command line"
     cfg = _build(Config, values, sources)
+    if not cfg.output_dir:  # an explicit name gives runs/<name>; else the config's path does
+        cfg.output_dir = os.path.join("runs", cfg.name) if cfg.name else default_output_dir(path)
     if not cfg.name:
         cfg.name = os.path.splitext(os.path.basename(path))[0]
-    if not cfg.output_dir:
-        cfg.output_dir = os.path.join("runs", cfg.name)
     validate(cfg)
     return cfg
+
+
+def default_output_dir(config_path: str) -> str:
+    """runs/<the config's path under configs/, without .yaml>, e.g. runs/cifar10_lt/ldam_drw_rsg_r100,
+    so that same-named configs of different datasets never share a run directory; a config outside
+    a configs/ folder: runs/<file name>."""
+    parts = os.path.normpath(os.path.abspath(config_path)).split(os.sep)
+    if "configs" in parts:
+        below = parts[len(parts) - 1 - parts[::-1].index("configs") + 1:]
+    else:
+        below = parts[-1:]
+    return os.path.join("runs", *below[:-1], os.path.splitext(below[-1])[0])
 
 
 def config_from_dict(tree: dict, overrides: Optional[list[str]] = None, source: str = "checkpoint") -> Config:
@@ -269,6 +346,33 @@ def config_from_dict(tree: dict, overrides: Optional[list[str]] = None, source: 
     return cfg
 
 
+# data.name values read from split lists (data/split_lists.py); the first three come long-tailed.
+SPLIT_LIST_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "split_list")
+
+
+def _validate_data_source(data: DataConfig, need) -> None:
+    """The split-list keys against data.name, and the evaluation crop."""
+    lists = data.name in SPLIT_LIST_DATASETS
+    for key in ("train_list", "val_list", "test_list"):
+        need(lists or not getattr(data, key), f"data.{key}",
+             f"is for split-list datasets ({', '.join(SPLIT_LIST_DATASETS)}); data.name is {data.name}")
+    need(lists or data.num_classes is None, "data.num_classes",
+         f"is for split-list datasets; {data.name} has its own classes")
+    need(data.num_classes is None or data.num_classes >= 0, "data.num_classes",
+         "must be >= 0 (0 = infer from the training list)")
+    need(lists or data.eval_split == "test", "data.eval_split",
+         f"is {data.eval_split!r}, but {data.name} has no validation split; valid: test")
+    need(not lists or data.name == "split_list" or data.profile == "none", "data.profile",
+         f"is {data.profile!r}, but {data.name} is long-tailed already; set data.profile: none")
+    if data.name == "split_list":
+        need(data.train_list, "data.train_list", "must name the training list file when data.name is split_list")
+        need(getattr(data, f"{data.eval_split}_list"), f"data.{data.eval_split}_list",
+             f"must name a list file: data.eval_split is {data.eval_split}")
+    need(data.image_size >= 1, "data.image_size", "must be >= 1")
+    need(data.eval_resize == 0 or data.eval_resize >= data.image_size, "data.eval_resize",
+         f"is {data.eval_resize}; it must be 0 (no resize) or >= data.image_size ({data.image_size}), the centre crop")
+
+
 def validate(cfg: Config) -> None:
     """Checks that involve more than one key, or ranges."""
     def need(condition, key, message):
@@ -280,12 +384,28 @@ def validate(cfg: Config) -> None:
     need(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be positive")
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean/data.std", "need 3 values each")
+    _validate_data_source(cfg.data, need)
     need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
     need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
     need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
+    need(cfg.model.pretrained in ("none", "torchvision") or cfg.model.pretrained.endswith((".pth", ".pt")),
+         "model.pretrained", f"is {cfg.model.pretrained!r}; valid: none, torchvision, or a path to a .pth file")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
     need(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    need(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+    need(cfg.optim.decay > 0, "optim.decay", "must be positive")
+    need(not cfg.optim.milestone_decays or len(cfg.optim.milestone_decays) == len(cfg.optim.milestones),
+         "optim.milestone_decays", f"needs one factor per milestone ({len(cfg.optim.milestones)}), "
+         f"got {len(cfg.optim.milestone_decays)}; leave it empty to use optim.decay at each")
+    need(all(d > 0 for d in cfg.optim.milestone_decays), "optim.milestone_decays", "must be positive")
+    need(len(cfg.rsg.mv_terms) == 3, "rsg.mv_terms", "needs 3 values, one per term of L_MV (Eq. 6)")
+    need(cfg.loss.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
+    need(cfg.loss.scale > 0, "loss.scale", "must be positive")
+    need(0 <= cfg.loss.reweight_beta < 1, "loss.reweight_beta", "must be in [0, 1)")
+    need(0 <= cfg.data.resample_beta < 1, "data.resample_beta", "must be in [0, 1)")
+    need(cfg.data.loader == "standard" or cfg.data.transform == "pad_crop_flip", "data.loader",
+         "device supports the pad_crop_flip augmentation only; use data.loader=standard")
     need(cfg.train.device in ("auto", "cpu") or cfg.train.device.startswith("cuda"), "train.device",
          "must be auto, cpu or cuda[:N]")
 

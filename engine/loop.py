@@ -8,6 +8,7 @@ to the parameters it trains (see rsg/module.py for the routes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -17,6 +18,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from engine.distributed import all_reduce_sum, broadcast_flag, gather_uneven
 
 LOSS_TERMS = ("cls", "cesc", "mv", "total")
 
@@ -52,6 +55,13 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal_number is not None
 
+    def agreed(self, at_sync_point: bool, device) -> bool:
+        """Whether to stop now. Under torchrun every rank must stop at the same step, so the ranks
+        agree (a tiny all-reduce) at sync points only: every `log_every` steps and epoch ends."""
+        if not torch.distributed.is_initialized():
+            return self.requested
+        return at_sync_point and broadcast_flag(self.requested, device)
+
 
 @dataclass
 class EpochResult:
@@ -59,16 +69,20 @@ class EpochResult:
     interrupted_at_step: Optional[int] = None   # the next step to run, when a stop was requested
 
 
-def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights):
+def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision=None):
     """One step of Eq. 7. Returns detached (losses dict, real-sample correct count, generated count)."""
-    logits, all_targets, rsg_losses = model(images, targets)
-    cls = criterion(logits, all_targets, class_weights)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        logits, all_targets, rsg_losses = model(images, targets)
+        cls = criterion(logits.float(), all_targets, class_weights)
     zero = cls.new_zeros(())
     cesc, mv = rsg_losses.get("cesc", zero), rsg_losses.get("mv", zero)
     total = cls + rsg_weights[0] * cesc + rsg_weights[1] * mv
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
+    if precision is not None:
+        precision.backward_and_step(total, optimizer)
+    else:
+        total.backward()
+        optimizer.step()
     batch = len(targets)
     correct = (logits[:batch].detach().argmax(dim=1) == targets).sum()
     losses = {"cls": cls.detach(), "cesc": cesc.detach(), "mv": mv.detach(), "total": total.detach()}
@@ -77,12 +91,13 @@ def training_step(model, criterion, optimizer, images, targets, class_weights, r
 
 def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, class_weights,
                     rsg_weights, start_step=0, log_step: Optional[Callable] = None, log_every=20,
-                    stop: Optional[StopRequest] = None, progress=True) -> EpochResult:
+                    stop: Optional[StopRequest] = None, progress=True, precision=None) -> EpochResult:
     """Train for one epoch from `start_step`. Loss sums stay on the device; the host reads them
     (a synchronisation) only every `log_every` steps and at the end, to log and to stop on a
-    non-finite loss before anything is saved."""
+    non-finite loss before anything is saved. Under torchrun the epoch's metrics are summed over
+    the ranks; `model` may be the DDP wrapper."""
     model.train()
-    model.set_epoch(epoch)
+    getattr(model, "module", model).set_epoch(epoch)
     sums = {name: torch.zeros((), device=device) for name in LOSS_TERMS}
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = generated = steps = 0
@@ -94,21 +109,23 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         losses, batch_correct, batch_generated = training_step(
-            model, criterion, optimizer, images, targets, class_weights, rsg_weights)
+            model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision)
         for name in LOSS_TERMS:
             sums[name] += losses[name]
         correct += batch_correct
         seen += len(targets)
         generated += batch_generated
         steps += 1
-        if (step + 1) % log_every == 0:
+        at_log_step = (step + 1) % log_every == 0
+        if at_log_step:
             check_finite(sums["total"], epoch, step)
             values = {name: float(losses[name]) for name in LOSS_TERMS}
             values["generated"] = batch_generated
             bar.set_postfix(loss=f"{values['total']:.3f}", gen=batch_generated)
             if log_step is not None:
                 log_step(epoch, step, values)
-        if stop is not None and stop.requested:
+        last_step = step + 1 == start_step + len(loader)
+        if stop is not None and not last_step and stop.agreed(at_log_step, device):  # last step: finish the epoch
             bar.close()
             check_finite(sums["total"], epoch, step)
             return EpochResult(interrupted_at_step=step + 1)
@@ -117,9 +134,13 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
         raise RuntimeError("the training loader yielded no batch: the training set is smaller than "
                            "data.batch_size (batches are drop_last)")
     check_finite(sums["total"], epoch, step)
-    metrics = {f"loss_{name}": float(sums[name]) / steps for name in LOSS_TERMS}
-    metrics["accuracy"] = 100.0 * float(correct) / seen
-    metrics["generated_per_step"] = generated / steps
+    totals = torch.stack([sums[name] for name in LOSS_TERMS] + [correct.to(sums["total"].dtype)])
+    counts = torch.tensor([seen, generated, steps], dtype=torch.float64, device=device)
+    totals, counts = all_reduce_sum(totals).tolist(), all_reduce_sum(counts).tolist()
+    seen, generated, steps = counts       # summed over ranks (one process: unchanged)
+    metrics = {f"loss_{name}": totals[i] / steps for i, name in enumerate(LOSS_TERMS)}
+    metrics["accuracy"] = 100.0 * totals[-1] / seen
+    metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
     metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
     return EpochResult(metrics=metrics)
 
@@ -131,12 +152,20 @@ def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
 
 
 @torch.no_grad()
-def predict(model, loader, device, progress=False):
-    """Predicted and true labels (N,) over a loader, with the model in evaluation mode."""
+def predict(model, loader, device, progress=False, precision=None):
+    """Predicted and true labels (N,) over a loader, with the model in evaluation mode.
+
+    Under torchrun each rank predicts its shard (data/samplers.py ShardSampler) and the shards are
+    gathered unpadded, so every image is counted once; every rank returns the whole result.
+    """
     model.eval()
     predictions, labels = [], []
     for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        logits, _, _ = model(images.to(device, non_blocking=True))
-        predictions.append(logits.argmax(dim=1).cpu())
-        labels.append(targets)
-    return torch.cat(predictions).numpy(), torch.cat(labels).numpy().astype(np.int64)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            logits, _, _ = model(images.to(device, non_blocking=True))
+        predictions.append(logits.argmax(dim=1))
+        labels.append(targets.to(device))
+    predictions = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long, device=device)
+    labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    predictions, labels = gather_uneven(predictions), gather_uneven(labels.long())
+    return predictions.cpu().numpy(), labels.cpu().numpy().astype(np.int64)

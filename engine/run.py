@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
+from dataclasses import dataclass
+from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data.builder import build_datasets
+from data.datasets import report_unreadable
 from data.imbalance import class_counts
-from data.samplers import EpochShuffleSampler
+from data.device_loader import DeviceLoader
+from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
 from engine.config import config_to_dict, save_config
+from engine.distributed import DistributedContext, barrier, init_distributed, shutdown
 from engine.errors import UserError
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
+from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, prepare_model, resolve_device,
+                            seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, learning_rate
 from losses import build_loss
 from models import build_model
@@ -32,54 +37,46 @@ log = logging.getLogger("rsg")
 # Setup
 
 
-def setup_logging(output_dir: str = "") -> None:
-    log.setLevel(logging.INFO)
-    log.handlers.clear()
-    log.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler()]
-    if output_dir:
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        log.addHandler(handler)
+def rank_batch_size(cfg, world_size: int) -> int:
+    """The per-rank share of the global `data.batch_size`."""
+    if cfg.data.batch_size % world_size:
+        raise UserError(f"key 'data.batch_size' is {cfg.data.batch_size}, the global batch, which must divide "
+                        f"evenly over the {world_size} ranks; use a multiple of {world_size}")
+    return cfg.data.batch_size // world_size
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"key 'train.device' is {name!r} but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
+def build_loaders(cfg, train_set, test_set, device, ctx=None):
+    """Training and evaluation loaders, the training sampler and the workers' seed generator.
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of every random draw in an epoch: a pure function of (seed, epoch), so a run
-    resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
-    return seed * 1_000_003 + epoch + 1
-
-
-def set_determinism(deterministic: bool) -> None:
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def build_loaders(cfg, train_set, test_set, device):
-    pin = device.type == "cuda"
-    sampler = EpochShuffleSampler(len(train_set), cfg.train.seed)
+    Under torchrun each rank reads its part of every global batch (RankSlice) and its own shard
+    of the evaluation set (ShardSampler). `data.loader: device` keeps the images on `device`.
+    """
+    ctx = ctx or DistributedContext()
+    batch = rank_batch_size(cfg, ctx.world_size)
+    sampler = build_sampler(cfg.data, train_set.targets, cfg.train.seed)   # data.sampler: shuffle or drs
+    eval_sampler = None
+    if ctx.world_size > 1:
+        sampler = RankSlice(sampler, ctx.rank, ctx.world_size, batch)
+        eval_sampler = ShardSampler(len(test_set), ctx.rank, ctx.world_size)
     generator = torch.Generator()
-    train_loader = DataLoader(train_set, cfg.data.batch_size, sampler=sampler, drop_last=True,
+    if cfg.data.loader == "device":
+        return build_device_loaders(cfg, train_set, test_set, device, sampler, eval_sampler, batch) + (generator,)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train_set, batch, sampler=sampler, drop_last=True,
                               num_workers=cfg.data.num_workers, pin_memory=pin, generator=generator,
                               persistent_workers=False)
-    test_loader = DataLoader(test_set, cfg.data.eval_batch_size, shuffle=False,
+    test_loader = DataLoader(test_set, cfg.data.eval_batch_size, sampler=eval_sampler, shuffle=False,
                              num_workers=cfg.data.num_workers, pin_memory=pin)
     return train_loader, test_loader, sampler, generator
+
+
+def build_device_loaders(cfg, train_set, test_set, device, sampler, eval_sampler, batch):
+    options = dict(mean=cfg.data.mean, std=cfg.data.std)
+    train_loader = DeviceLoader(train_set, batch, device, train=True, sampler=sampler, crop_size=cfg.data.image_size,
+                                padding=cfg.data.crop_padding, hflip=cfg.data.hflip, **options)
+    test_loader = DeviceLoader(test_set, cfg.data.eval_batch_size, device, train=False, sampler=eval_sampler,
+                               **options)
+    return train_loader, test_loader, sampler
 
 
 def build_optimizer(cfg, model):
@@ -126,120 +123,200 @@ class MetricsLog:
 # The run
 
 
-def evaluate(model, loader, train_counts, device) -> dict:
-    predictions, targets = predict(model, loader, device)
-    return accuracy_report(predictions, targets, train_counts)
+@dataclass
+class Run:
+    """Everything a run's epochs use; built once by `build_run`."""
+    cfg: object
+    ctx: DistributedContext
+    device: torch.device
+    model: torch.nn.Module          # the model itself (checkpoints, evaluation)
+    ddp: PhaseAwareDDP              # what trains: the model, or its DDP wrapper under torchrun
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    counts: list
+    train_set: object
+    test_set: object
+    train_loader: object
+    test_loader: object
+    sampler: object
+    generator: torch.Generator
+    metrics_log: Optional[MetricsLog] = None
 
 
-def checkpoint_state(cfg, model, optimizer, counts, epoch, step, best) -> dict:
+def evaluate(run: Run) -> dict:
+    predictions, targets = predict(run.model, run.test_loader, run.device, precision=run.precision)
+    return accuracy_report(predictions, targets, run.counts)
+
+
+def checkpoint_state(run: Run, epoch: int, step: int, best: dict) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.precision.state_dict(),
         "epoch": epoch,           # the epoch to run next (or to continue, with step > 0)
         "step": step,             # the step of `epoch` to continue from (0: its start)
         "best_top1": best["top1"],
         "best_epoch": best["epoch"],
-        "config": config_to_dict(cfg),
-        "class_counts": list(counts),
+        "config": config_to_dict(run.cfg),
+        "class_counts": list(run.counts),
         "code_version": code_version(),
     }
 
 
-def restore(path, cfg, model, optimizer):
+def save(run: Run, name: str, epoch: int, step: int, best: dict) -> None:
+    """Rank 0 alone writes checkpoints (atomically)."""
+    if run.ctx.is_main:
+        save_checkpoint(checkpoint_state(run, epoch, step, best), os.path.join(run.cfg.output_dir, name))
+
+
+def changed_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys += changed_keys(old, new, f"{prefix}{key}.")
+        elif old != new:
+            keys.append(f"{prefix}{key} ({old!r} -> {new!r})")
+    return keys
+
+
+def restore(path: str, run: Run):
+    """Load a checkpoint into the run; every rank reads the same file."""
+    cfg = run.cfg
     state = load_checkpoint(path)
     describe = f"backbone {cfg.model.backbone}, RSG {'on' if cfg.rsg.enabled else 'off'}"
-    load_model_weights(model, state["model"], path, describe)
-    optimizer.load_state_dict(state["optimizer"])
+    load_model_weights(run.model, state["model"], path, describe)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.precision.load_state_dict(state.get("scaler", {}))
+    changed = changed_keys(state["config"], config_to_dict(cfg))
+    if changed:  # allowed (e.g. more epochs), but never silent
+        log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
     return state["epoch"], state["step"], {"top1": state["best_top1"], "epoch": state["best_epoch"]}
 
 
-def fit(cfg, resume=None) -> dict:
-    """Train as configured; returns the last evaluation report."""
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    setup_logging(cfg.output_dir)
-    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    device = resolve_device(cfg.train.device)
-    set_determinism(cfg.train.deterministic)
-    seed_everything(cfg.train.seed)
-
+def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool) -> Run:
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank
     train_set, test_set = build_datasets(cfg.data)
     counts = class_counts(train_set.targets, train_set.num_classes)
-    log.info("%s: %d training images in %d classes (%s), %d test images", cfg.data.name, len(train_set),
-             len(counts), ", ".join(map(str, counts)) if len(counts) <= 20 else f"{counts[0]} .. {counts[-1]}",
-             len(test_set))
-    model = build_model(cfg, counts).to(device)
+    log.info("%s: %d training images in %d classes (%s), %d evaluation images (%s split)", cfg.data.name,
+             len(train_set), len(counts),
+             ", ".join(map(str, counts)) if len(counts) <= 20 else f"{counts[0]} .. {counts[-1]}",
+             len(test_set), cfg.data.eval_split)
+    # A resumed run takes its weights from the checkpoint: no pretrained download.
+    model = build_model(cfg, counts, load_pretrained_weights=not resuming).to(device)
+    model = prepare_model(model, cfg.train, ctx.world_size > 1, device)
     criterion = build_loss(cfg, counts).to(device)
     optimizer = build_optimizer(cfg, model)
-    train_loader, test_loader, sampler, generator = build_loaders(cfg, train_set, test_set, device)
+    train_loader, test_loader, sampler, generator = build_loaders(cfg, train_set, test_set, device, ctx)
     if len(train_loader) == 0:
         raise UserError(f"the training set has {len(train_set)} images, fewer than data.batch_size="
                         f"{cfg.data.batch_size}; lower the batch size")
+    return Run(cfg, ctx, device, model, PhaseAwareDDP(model, ctx.world_size > 1, device), criterion, optimizer,
+               Precision(cfg.train.amp, device), counts, train_set, test_set, train_loader, test_loader, sampler,
+               generator)
 
-    start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
+
+def fit(cfg, resume=None) -> dict:
+    """Train as configured, in one process or as one rank of a torchrun job; returns the last
+    evaluation report (the same on every rank)."""
+    ctx, device = init_distributed(cfg.train.device)
+    try:
+        return _fit(cfg, resume, ctx, device or resolve_device(cfg.train.device))
+    finally:
+        shutdown()
+
+
+def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
+    if ctx.is_main:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    setup_logging(cfg.output_dir, ctx.is_main)
+    set_determinism(cfg.train.deterministic)
+    rank_batch_size(cfg, ctx.world_size)
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
+    run = build_run(cfg, ctx, device, resuming=bool(resume_path))
+    start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
     if resume_path:
-        start_epoch, start_step, best = restore(resume_path, cfg, model, optimizer)
+        start_epoch, start_step, best = restore(resume_path, run)
     elif resume == "auto":
         log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
-
-    metrics_log = MetricsLog(cfg.output_dir, len(train_loader))
-    log.info("training %s for epochs %d..%d in %s on %s", cfg.name, start_epoch, cfg.train.epochs - 1,
-             cfg.output_dir, device)
+    if ctx.is_main:
+        run.metrics_log = MetricsLog(cfg.output_dir, len(run.train_loader))
+    log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start_epoch, cfg.train.epochs - 1,
+             cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     try:
         with StopRequest() as stop:
-            report = run_epochs(cfg, model, criterion, optimizer, counts, train_loader, test_loader, sampler,
-                                generator, device, metrics_log, start_epoch, start_step, best, stop)
+            return run_epochs(run, start_epoch, start_step, best, stop)
     except NonFiniteLoss as error:
         raise UserError(f"{error}; stopped without saving. The last good checkpoint is "
                         f"{os.path.join(cfg.output_dir, 'last.pt')} (lower optim.lr, or check the data)") from None
     finally:
-        metrics_log.close()
-    return report
+        if run.metrics_log is not None:
+            run.metrics_log.close()
 
 
-def run_epochs(cfg, model, criterion, optimizer, counts, train_loader, test_loader, sampler, generator,
-               device, metrics_log, start_epoch, start_step, best, stop) -> dict:
-    last_path = os.path.join(cfg.output_dir, "last.pt")
+def start_epoch_state(run: Run, epoch: int, start_step: int):
+    """Seeds, sampler position, lr and class weights of `epoch`: all functions of the epoch."""
+    cfg = run.cfg
+    seed_everything(epoch_seed(cfg.train.seed, epoch) + run.ctx.rank)   # seed + rank
+    run.generator.manual_seed(epoch_seed(cfg.train.seed, epoch) + run.ctx.rank)
+    run.sampler.set_epoch(epoch)
+    run.sampler.set_start(start_step * cfg.data.batch_size)
+    lr = learning_rate(epoch, cfg.optim)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.model.set_epoch(epoch)     # RSG's phase, before the DDP wrapper is chosen
+    weights = class_weights(epoch, run.counts, cfg.loss)
+    weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=run.device)
+    return lr, weights
+
+
+def stop_now(run: Run, stop: StopRequest, epoch: int, step: int, best: dict) -> None:
+    save(run, "last.pt", epoch, step, best)
+    where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch - 1}"
+    log.info("stopped by signal %d: saved %s at %s; continue with --resume auto", stop.signal_number,
+             os.path.join(run.cfg.output_dir, "last.pt"), where)
+    raise SystemExit(128 + stop.signal_number)
+
+
+def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: StopRequest) -> dict:
+    cfg = run.cfg
     rsg_weights = (cfg.rsg.cesc_weight, cfg.rsg.mv_weight)
     report = {}
     for epoch in range(start_epoch, cfg.train.epochs):
-        seed_everything(epoch_seed(cfg.train.seed, epoch))
-        generator.manual_seed(epoch_seed(cfg.train.seed, epoch))
-        sampler.set_epoch(epoch)
-        sampler.set_start(start_step * cfg.data.batch_size)
-        lr = learning_rate(epoch, cfg.optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        weights = class_weights(epoch, counts, cfg.loss)
-        weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+        lr, weights = start_epoch_state(run, epoch, start_step)
         started = time.time()
-        result = train_one_epoch(model, train_loader, criterion, optimizer, epoch, device=device,
-                                 class_weights=weights, rsg_weights=rsg_weights, start_step=start_step,
-                                 log_step=metrics_log.step, log_every=cfg.train.log_every, stop=stop,
-                                 progress=cfg.train.progress)
+        result = train_one_epoch(run.ddp.for_current_phase(), run.train_loader, run.criterion, run.optimizer, epoch,
+                                 device=run.device, class_weights=weights, rsg_weights=rsg_weights,
+                                 start_step=start_step, log_every=cfg.train.log_every, stop=stop,
+                                 log_step=run.metrics_log.step if run.metrics_log else None,
+                                 progress=cfg.train.progress and run.ctx.is_main, precision=run.precision)
         if result.interrupted_at_step is not None:
-            save_checkpoint(checkpoint_state(cfg, model, optimizer, counts, epoch, result.interrupted_at_step,
-                                             best), last_path)
-            log.info("stopped by signal %d: saved %s (epoch %d, step %d); continue with --resume auto",
-                     stop.signal_number, last_path, epoch, result.interrupted_at_step)
-            raise SystemExit(128 + stop.signal_number)
+            stop_now(run, stop, epoch, result.interrupted_at_step, best)
         start_step = 0
         record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
-            report = evaluate(model, test_loader, counts, device)
+            report = evaluate(run)
             record["test"] = {k: report[k] for k in ("top1", "many", "medium", "few")}
             if report["top1"] > best["top1"]:
                 best = {"top1": report["top1"], "epoch": epoch}
-                save_checkpoint(checkpoint_state(cfg, model, optimizer, counts, epoch + 1, 0, best),
-                                os.path.join(cfg.output_dir, "best.pt"))
-        save_checkpoint(checkpoint_state(cfg, model, optimizer, counts, epoch + 1, 0, best), last_path)
-        metrics_log.epoch(record)
+                save(run, "best.pt", epoch + 1, 0, best)
+        save(run, "last.pt", epoch + 1, 0, best)
+        if run.metrics_log is not None:
+            run.metrics_log.epoch(record)
         log.info(epoch_summary(record, best))
+        report_unreadable([run.train_set, run.test_set], f"epoch {epoch}", log)  # data.skip_corrupt
+        if stop.agreed(True, run.device):  # a signal during the epoch's last step: saved whole above
+            stop_now(run, stop, epoch + 1, 0, best)
+    barrier()
     if report:
-        log.info("\n%s", format_group_table(report, f"test accuracy (%) after epoch {cfg.train.epochs - 1}, "
-                                                    f"best top-1 {best['top1']:.2f} at epoch {best['epoch']}"))
+        log.info("\n%s", format_group_table(report, f"{cfg.data.eval_split} accuracy (%) after epoch "
+                                                    f"{cfg.train.epochs - 1}, best top-1 {best['top1']:.2f} "
+                                                    f"at epoch {best['epoch']}"))
     return report
 
 

@@ -120,12 +120,26 @@ class RSG(nn.Module):
         is_frequent = torch.zeros(num_classes, dtype=torch.bool)
         is_frequent[list(frequent_classes)] = True
         self.register_buffer("is_frequent", is_frequent, persistent=False)
+        self.set_epoch(0)
 
     # -- phase -------------------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        """Call at the start of every epoch; generation runs from `threshold_epoch` on."""
+        """Call at the start of every epoch; generation runs from `threshold_epoch` on.
+
+        Also marks which parameters the phase trains (requires_grad): T only while generating
+        (and not for "direct" addition), the contrastive module only before the threshold. A
+        parameter the phase does not use then has no gradient at all, which is what lets
+        DistributedDataParallel run without a find-unused-parameters pass (it is rebuilt when the
+        set changes; see `trainable_signature`).
+        """
         self.epoch = epoch
+        self.transform.requires_grad_(self.generating and self.generation != "direct")
+        self.contrastive.requires_grad_(not self.generating)
+
+    def trainable_signature(self) -> tuple:
+        """Which parameters currently require gradients; changes only when the phase does."""
+        return tuple(p.requires_grad for p in self.parameters())
 
     @property
     def generating(self) -> bool:
@@ -143,14 +157,17 @@ class RSG(nn.Module):
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
         x = features.detach()
-        pooled = x.mean(dim=(2, 3))                                  # (N, C) = ave(x)
-        assignment = self.center_assignment(pooled, targets)         # (N, K) = gamma
-        cesc = self.center_loss(x, pooled, targets, assignment)
+        # The center term is a difference of large sums (see center_loss): always in float32, also
+        # under bf16/fp16 autocast. The convolutions of h and T follow the autocast setting.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            pooled = x.float().mean(dim=(2, 3))                      # (N, C) = ave(x)
+            assignment = self.center_assignment(pooled, targets)     # (N, K) = gamma
+            cesc = self.center_loss(x.float(), pooled, targets, assignment)
         if not self.generating:
             cesc = cesc + self.contrastive_loss(x, targets)
-            return features, targets, {"cesc": cesc, "mv": x.new_zeros(())}
+            return features, targets, {"cesc": cesc, "mv": cesc.new_zeros(())}
         generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
-        return (torch.cat([features, generated]), torch.cat([targets, generated_targets]),
+        return (torch.cat([features, generated.to(features.dtype)]), torch.cat([targets, generated_targets]),
                 {"cesc": cesc, "mv": mv})
 
     def center_assignment(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -208,8 +225,8 @@ class RSG(nn.Module):
     def generate(self, x, targets, assignment):
         """Eqs. 3, 4 and 6 -> generated (M, C, H, W), their targets (M,), L_MV."""
         frequent_index, rare_index = self.pair_frequent_with_rare(targets)
-        if len(rare_index) == 0:
-            return x[:0], targets[:0], x.new_zeros(())
+        if len(rare_index) == 0:  # a zero that still touches T: every step uses the same parameters
+            return x[:0], targets[:0], self.transform.weight.sum() * 0.0
         fd_frequent, _ = self.displacement(x[frequent_index], targets[frequent_index], assignment[frequent_index])
         x_rare = x[rare_index]
         fd_rare, rare_center = self.displacement(x_rare, targets[rare_index], assignment[rare_index])

@@ -89,7 +89,7 @@ def test_forward_appends_s_new_samples_with_rare_targets(targets, beta, expected
     for label in set(rare):
         assert int((generated_targets == label).sum()) == rare.count(label) * (expected_new // max(s_rare, 1))
     if expected_new == 0:
-        assert float(losses["mv"]) == 0.0
+        assert float(losses["mv"].detach()) == 0.0
 
 
 # -- identity at evaluation ----------------------------------------------------------------------
@@ -393,3 +393,30 @@ def test_random_pairing_reuses_frequent_samples_cyclically_when_too_few():
     frequent_index, rare_index = rsg.pair_frequent_with_rare(targets)
     assert len(rare_index) == 6 and set(frequent_index.tolist()) == {0}
     assert sorted(rare_index.tolist()) == [1, 2, 3, 4, 5, 6]
+
+
+def test_each_phase_requires_gradients_only_for_the_parameters_it_trains():
+    rsg = make_rsg(threshold_epoch=3)
+    before = rsg.trainable_signature()
+    assert not rsg.transform.weight.requires_grad
+    assert all(p.requires_grad for p in rsg.contrastive.parameters())
+    rsg.set_epoch(2)
+    assert rsg.trainable_signature() == before
+    rsg.set_epoch(3)
+    assert rsg.transform.weight.requires_grad
+    assert not any(p.requires_grad for p in rsg.contrastive.parameters())
+    assert rsg.centers.requires_grad and rsg.assign_weight.requires_grad and rsg.assign_bias.requires_grad
+    assert rsg.trainable_signature() != before
+    direct = make_rsg(generation="direct", threshold_epoch=0)
+    assert not direct.transform.weight.requires_grad
+
+
+def test_a_batch_without_rare_samples_still_gives_transform_a_zero_gradient():
+    """Under DistributedDataParallel every rank must use the same parameters in every step."""
+    rsg = make_rsg()
+    rsg.set_epoch(2)
+    x, y = batch([0, 1, 0, 1])
+    _, _, losses = rsg(x, y)
+    assert float(losses["mv"].detach()) == 0.0
+    losses["mv"].backward()
+    assert torch.count_nonzero(rsg.transform.weight.grad) == 0

@@ -1,0 +1,127 @@
+"""Where a run executes: device, seeds, logging, precision, and the DDP wrapper."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from engine.errors import UserError
+
+log = logging.getLogger("rsg")
+
+
+def setup_logging(output_dir: str = "", is_main: bool = True) -> None:
+    """Rank 0 logs INFO to the terminal and to output_dir/train.log; other ranks only warnings."""
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.handlers.clear()
+    log.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler()]
+    if output_dir and is_main:
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"key 'train.device' is {name!r} but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random draw in an epoch: a pure function of (seed, epoch), so a run
+    resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
+    return seed * 1_000_003 + epoch + 1
+
+
+def set_determinism(deterministic: bool) -> None:
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+class Precision:
+    """`train.amp`: none (float32), bf16 (autocast), or fp16 (autocast with a gradient scaler)."""
+
+    def __init__(self, mode: str, device: torch.device):
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+class PhaseAwareDDP:
+    """DistributedDataParallel that follows RSG's phases without a find-unused-parameters pass.
+
+    RSG trains the contrastive module only before T_th and T only from it (`RSG.set_epoch` sets
+    requires_grad accordingly). DDP expects every parameter that requires a gradient to get one in
+    every step, so the wrapper is rebuilt whenever the set of trainable parameters changes, once
+    per run. Without a process group it is the model itself.
+    """
+
+    def __init__(self, model: torch.nn.Module, distributed: bool, device: torch.device):
+        self.model, self.distributed, self.device = model, distributed, device
+        self.signature, self.wrapped = None, model
+
+    def for_current_phase(self) -> torch.nn.Module:
+        if not self.distributed:
+            return self.model
+        signature = tuple(p.requires_grad for p in self.model.parameters())
+        if signature != self.signature:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.signature = signature
+        return self.wrapped
+
+
+def prepare_model(model: torch.nn.Module, train_cfg, distributed: bool, device: torch.device) -> torch.nn.Module:
+    """SyncBatchNorm, channels_last and compilation, as `train` asks."""
+    if train_cfg.sync_bn and distributed:
+        if device.type != "cuda":
+            raise UserError("key 'train.sync_bn': SyncBatchNorm works on CUDA devices only (DDP refuses it on "
+                            "the CPU); set train.sync_bn=false")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if train_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if train_cfg.compile:
+        # In place (nn.Module.compile): parameter names, hence checkpoints, stay those of the
+        # uncompiled model. RSG changes the batch size from T_th on, so shapes are dynamic.
+        for stage in model.backbone.stages.values():
+            stage.compile(dynamic=True)
+        model.head.compile(dynamic=True)
+    return model

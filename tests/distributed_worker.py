@@ -1,0 +1,97 @@
+"""Run under torchrun by tests/test_distributed.py (or alone, as one process, for the reference).
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_worker.py MODE CONFIG OUT
+
+MODE step: one training step on the first global batch of a model without batch-norm, then the
+           model's weights to OUT/weights.pt (rank 0), and an evaluation of a test set of odd size to
+           OUT/eval.pt (rank 0).
+MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import engine.run as engine_run  # noqa: E402
+from data.samplers import ShardSampler  # noqa: E402
+from engine.config import load_config  # noqa: E402
+from engine.distributed import init_distributed, shutdown  # noqa: E402
+from engine.loop import predict, training_step  # noqa: E402
+from engine.runtime import resolve_device  # noqa: E402
+
+ODD_TEST_SIZE = 299
+
+
+def without_batch_norm(build_model):
+    """The configured model with every BatchNorm replaced by the identity: on the CPU, DDP has no
+    SyncBatchNorm, and per-rank batch statistics would differ from the whole batch's."""
+    def build(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.BatchNorm2d):
+                    setattr(parent, name, torch.nn.Identity())
+        return model
+    return build
+
+
+def one_step(cfg, out):
+    engine_run.build_model = without_batch_norm(engine_run.build_model)
+    ctx, device = init_distributed(cfg.train.device)
+    device = device or resolve_device(cfg.train.device)
+    run = engine_run.build_run(cfg, ctx, device, resuming=False)
+    run.sampler.set_epoch(0)
+    run.model.set_epoch(0)
+    if ctx.is_main:
+        torch.save({k: v.clone() for k, v in run.model.state_dict().items()}, os.path.join(out, "initial.pt"))
+    images, targets = next(iter(run.train_loader))
+    training_step(run.ddp.for_current_phase(), run.criterion, run.optimizer, images, targets, None, (0.1, 0.01))
+    test_set = run.test_set.subset(list(range(ODD_TEST_SIZE)))
+    sampler = ShardSampler(len(test_set), ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
+    loader = torch.utils.data.DataLoader(test_set, 64, sampler=sampler)
+    predictions, labels = predict(run.model, loader, device)
+    if ctx.is_main:
+        torch.save(run.model.state_dict(), os.path.join(out, "weights.pt"))
+        torch.save({"predictions": predictions, "labels": labels, "rank_items": len(sampler or test_set)},
+                   os.path.join(out, "eval.pt"))
+    shutdown()
+
+
+class FailsOnRank1(torch.nn.Module):
+    """The configured loss, except that rank 1 raises once epoch 1 has started."""
+
+    epoch = 0
+
+    def __init__(self, criterion):
+        super().__init__()
+        self.criterion = criterion
+
+    def forward(self, logits, targets, weights=None):
+        if os.environ.get("RANK") == "1" and FailsOnRank1.epoch >= 1:
+            raise RuntimeError("injected failure on rank 1")
+        return self.criterion(logits, targets, weights)
+
+
+def fail_on_rank_1(cfg):
+    build_loss, learning_rate = engine_run.build_loss, engine_run.learning_rate
+
+    def tracking_learning_rate(epoch, optim_cfg):   # called once at the start of every epoch
+        FailsOnRank1.epoch = epoch
+        return learning_rate(epoch, optim_cfg)
+
+    engine_run.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
+    engine_run.learning_rate = tracking_learning_rate
+    engine_run.fit(cfg)
+
+
+if __name__ == "__main__":
+    mode, config_path, output = sys.argv[1:4]
+    config = load_config(config_path)
+    torch.set_num_threads(1)
+    if mode == "step":
+        one_step(config, output)
+    else:
+        fail_on_rank_1(config)

@@ -1,0 +1,81 @@
+"""Real torchrun with the gloo backend, 2 processes on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from conftest import ROOT, SCRIPT_ENV, tiny_config_dict, write_config
+from engine.checkpoint import load_checkpoint
+
+WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
+
+
+def torchrun(*args, timeout=240):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=SCRIPT_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def single_process(*args, timeout=120):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=SCRIPT_ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_two_ranks_take_the_same_step_as_one_process_and_count_each_test_image_once(tmp_path):
+    # No augmentation draws (they are seeded per rank), no RSG (its pairs are random per rank), and
+    # the worker removes batch-norm (per-rank statistics; SyncBatchNorm is CUDA-only).
+    tree = tiny_config_dict(tmp_path / "run", data={"crop_padding": 0}, rsg={"enabled": False})
+    path = write_config(tmp_path / "step.yaml", tree)
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "one").mkdir()
+    ranks = torchrun(WORKER, "step", path, tmp_path / "ddp")
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    alone = single_process(WORKER, "step", path, tmp_path / "one")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+
+    two, one = torch.load(tmp_path / "ddp" / "weights.pt"), torch.load(tmp_path / "one" / "weights.pt")
+    initial = torch.load(tmp_path / "one" / "initial.pt")
+    assert two.keys() == one.keys() == initial.keys()
+    for key in one:
+        assert torch.allclose(two[key].float(), one[key].float(), rtol=1e-4, atol=1e-6), key
+    changed = [key for key in one if not torch.allclose(one[key].float(), initial[key].float())]
+    assert len(changed) > len(one) // 2        # the step moved the weights, so the comparison means something
+
+    shards, whole = torch.load(tmp_path / "ddp" / "eval.pt", weights_only=False), \
+        torch.load(tmp_path / "one" / "eval.pt", weights_only=False)
+    assert len(shards["labels"]) == len(whole["labels"]) == 299          # 299 = 150 + 149, no padding
+    assert shards["rank_items"] == 150
+    # Rank 0 holds the even test indices, rank 1 the odd ones; gathered in rank order.
+    order = np.concatenate([np.arange(0, 299, 2), np.arange(1, 299, 2)])
+    assert np.array_equal(shards["labels"], whole["labels"][order])
+    assert np.array_equal(shards["predictions"], whole["predictions"][order])
+
+
+def test_a_run_crossing_the_rsg_threshold_completes_and_resumes_under_torchrun(tmp_path):
+    output = tmp_path / "run"
+    tree = tiny_config_dict(output, rsg={"threshold_epoch": 1}, train={"epochs": 2})
+    path = write_config(tmp_path / "ddp.yaml", tree)
+    first = torchrun(os.path.join(ROOT, "train.py"), "--config", path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert load_checkpoint(str(output / "last.pt"))["epoch"] == 2
+    second = torchrun(os.path.join(ROOT, "train.py"), "--config", path, "--resume", "auto", "train.epochs=3")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr and "x 2 ranks" in second.stderr
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]          # rank 0 alone writes
+    assert records[2]["train"]["generated_per_step"] > 0       # RSG generated after the threshold
+    assert records[2]["test"]["top1"] >= 0
+    assert load_checkpoint(str(output / "last.pt"))["epoch"] == 3
+
+
+def test_a_failure_on_one_rank_ends_the_job_with_its_error_and_keeps_the_checkpoint(tmp_path):
+    output = tmp_path / "run"
+    path = write_config(tmp_path / "fail.yaml", tiny_config_dict(output, train={"epochs": 3}))
+    result = torchrun(WORKER, "fail", path, tmp_path)
+    assert result.returncode != 0
+    assert "injected failure on rank 1" in result.stderr
+    state = load_checkpoint(str(output / "last.pt"))     # epoch 0's checkpoint, intact
+    assert (state["epoch"], state["step"]) == (1, 0)
