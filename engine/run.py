@@ -115,6 +115,25 @@ class MetricsLog:
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def hparams(self, config: dict, report: dict) -> None:
+        """The run's config keys and final metrics in TensorBoard's HPARAMS tab, where runs compare
+        side by side. TensorBoard takes scalars and strings only: lists go in as text. Written into
+        this writer's event file (what add_hparams(run_name=".") does through a second file)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        def flat(tree, prefix=""):
+            for key, value in tree.items():
+                if isinstance(value, dict):
+                    yield from flat(value, f"{prefix}{key}.")
+                else:
+                    yield f"{prefix}{key}", value if isinstance(value, (bool, int, float, str)) else str(value)
+
+        metrics = {f"hparams/{k}": report[k] for k in ("top1", "many", "medium", "few") if report.get(k) is not None}
+        for summary in hparams(dict(flat(config)), metrics):
+            self.writer.file_writer.add_summary(summary)
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value)
+
     def close(self) -> None:
         self.writer.close()
 
@@ -313,6 +332,8 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
         if stop.agreed(True, run.device):  # a signal during the epoch's last step: saved whole above
             stop_now(run, stop, epoch + 1, 0, best)
     barrier()
+    if report and run.metrics_log is not None:
+        run.metrics_log.hparams(config_to_dict(cfg), report)
     if report:
         log.info("\n%s", format_group_table(report, f"{cfg.data.eval_split} accuracy (%) after epoch "
                                                     f"{cfg.train.epochs - 1}, best top-1 {best['top1']:.2f} "

@@ -1,0 +1,118 @@
+"""Figures from a tiny run (scripts/plot_per_class.py, scripts/plot_features.py, engine/figures.py),
+and the TensorBoard hparams every run writes at its end."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_scripts, script_command, tiny_config_dict, write_config
+from engine.errors import UserError
+from engine.figures import binned_means, pca_2d, require_pyplot
+
+pytest.importorskip("matplotlib")
+
+from scripts import plot_features, plot_per_class  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny LDAM-DRW-RSG run on the digits (2 epochs, RSG generating from epoch 1) and a
+    1-epoch baseline without RSG, trained at once."""
+    tmp = tmp_path_factory.mktemp("figures")
+    configs = {"rsg": tiny_config_dict(tmp / "rsg"),
+               "baseline": tiny_config_dict(tmp / "baseline", rsg={"enabled": False}, train={"epochs": 1})}
+    paths = [write_config(tmp / f"{name}.yaml", tree) for name, tree in configs.items()]
+    for name, result in zip(configs, run_scripts([script_command("train.py", "--config", p) for p in paths])):
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+    return {name: str(tmp / name) for name in configs}
+
+
+def tensorboard_events(run_dir: str):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def assert_non_trivial_png(path) -> None:
+    import matplotlib.image
+
+    assert os.path.getsize(path) > 10_000
+    pixels = matplotlib.image.imread(str(path))
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 500
+    assert pixels[..., :3].std() > 0.05                    # not a blank canvas
+
+
+def test_per_class_plot_of_a_run_and_its_baseline(runs, tmp_path, capsys, restore_torch_globals):
+    out = tmp_path / "per_class.png"
+    assert plot_per_class.main([runs["rsg"], runs["baseline"], "--out", str(out)]) == 0
+    assert_non_trivial_png(out)
+    for run in runs.values():           # the source: eval.py's per-class CSV, written when missing
+        assert os.path.isfile(os.path.join(run, "last.per_class.csv"))
+    assert "figures/per_class_accuracy" in tensorboard_events(runs["rsg"]).Tags()["images"]
+
+
+def test_feature_plot_shows_frequent_rare_and_generated_samples(runs, tmp_path, capsys, restore_torch_globals):
+    out = tmp_path / "features.png"
+    assert plot_features.main(["--checkpoint", os.path.join(runs["rsg"], "last.pt"), "--batches", "3",
+                               "--out", str(out)]) == 0
+    counts = dict(re.findall(r"(frequent|rare|generated) (\d+)", capsys.readouterr().out))
+    assert int(counts["frequent"]) > 0 and int(counts["rare"]) > 0 and int(counts["generated"]) > 0
+    assert int(counts["frequent"]) + int(counts["rare"]) == 3 * 32      # 3 batches of 32 real samples
+    assert_non_trivial_png(out)
+    assert "figures/rsg_features" in tensorboard_events(runs["rsg"]).Tags()["images"]
+
+
+def test_feature_plot_needs_a_run_with_rsg(runs, capsys, restore_torch_globals):
+    assert plot_features.main(["--checkpoint", os.path.join(runs["baseline"], "last.pt"), "--no-tensorboard"]) == 2
+    assert "trained without RSG" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_is_one_clear_error(monkeypatch, capsys, runs):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib now raises ImportError
+    with pytest.raises(UserError, match="pip install matplotlib"):
+        require_pyplot()
+    assert plot_per_class.main([runs["rsg"]]) == 2
+    assert "need matplotlib, which is not installed" in capsys.readouterr().err
+
+
+def test_pca_projects_onto_the_two_widest_directions():
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.randn(200, 6, generator=generator) * torch.tensor([10.0, 5.0, 0.1, 0.1, 0.1, 0.1])
+    points = pca_2d({"a": wide[:120], "b": wide[120:]})
+    assert points["a"].shape == (120, 2) and points["b"].shape == (80, 2)
+    projected = torch.cat([points["a"], points["b"]])
+    assert projected.mean(dim=0).abs().max() < 1e-4
+    assert projected.var(dim=0).sum() / wide.var(dim=0).sum() > 0.999
+
+
+def test_binned_means_on_a_log_axis():
+    counts = np.array([500, 400, 100, 50, 10, 5])
+    accuracies = np.array([90.0, 80.0, 60.0, 40.0, 20.0, 0.0])
+    centres, means = binned_means(counts, accuracies, bins=3)
+    assert len(centres) == len(means) <= 3
+    assert np.all(np.diff(centres) > 0) and means[0] == pytest.approx(10.0) and means[-1] == pytest.approx(85.0)
+
+
+def test_runs_write_their_hparams_to_tensorboard(runs):
+    """Config keys and final metrics, for TensorBoard's HPARAMS view (engine.run.MetricsLog.hparams)."""
+    import json
+
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = tensorboard_events(runs["rsg"])
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["loss.name"].string_value == "ldam"
+    assert hparams["rsg.threshold_epoch"].number_value == 1
+    assert hparams["optim.milestones"].string_value == "[1, 2]"             # lists as text
+    with open(os.path.join(runs["rsg"], "metrics.jsonl")) as f:
+        final = json.loads(f.read().splitlines()[-1])["test"]
+    assert events.Scalars("hparams/top1")[-1].value == pytest.approx(final["top1"])
