@@ -1,16 +1,18 @@
-"""Training and evaluation throughput of a configured model, with and without RSG.
+"""Training and evaluation throughput, with and without RSG, on the standard and the device path.
 
     python scripts/benchmark.py --config configs/cifar10_lt/ldam_drw_rsg_r100.yaml [--steps 20] [key=value ...]
+    python scripts/benchmark.py --config configs/fast/cifar10_lt_ldam_drw_rsg_r100.yaml --full-run
 
-Measures the model step alone (batches are made on the device beforehand, labels drawn from the
-config's long-tailed class distribution so RSG sees realistic batches), in three training modes:
-plain backbone, RSG before T_th (L_CESC with the contrastive module) and RSG from T_th (generation
-and L_MV); then evaluation images/s of the evaluation model (the plain backbone, RSG removed).
-With --loader it also times the real DataLoader path (decoding and augmentation included).
-Prints a Markdown table for docs/BENCHMARKS.md.
+For each input path (`standard`: the torch DataLoader with its workers; `device`: the whole split on
+the device, augmented there) and precision (fp32, bf16), it times training steps of the plain
+backbone, of RSG before T_th (L_CESC, contrastive module) and of RSG from T_th (generation, L_MV),
+then evaluation images/s of the evaluation model (RSG removed). Timing starts after warm-up steps and
+ends with a device synchronisation. `--full-run` then times a whole run of the config (train.py's
+code path, evaluating every `train.eval_every` epochs). Prints Markdown for docs/BENCHMARKS.md.
 """
 
 import argparse
+import itertools
 import os
 import platform
 import sys
@@ -20,17 +22,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from data.imbalance import imbalanced_counts  # noqa: E402
+from data.builder import build_datasets  # noqa: E402
+from data.imbalance import class_counts  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.errors import UserError  # noqa: E402
-from engine.loop import training_step  # noqa: E402
-from engine.run import build_optimizer  # noqa: E402
-from engine.runtime import resolve_device  # noqa: E402
+from engine.loop import predict, training_step  # noqa: E402
+from engine.run import build_loaders, build_optimizer, fit  # noqa: E402
+from engine.runtime import Precision, prepare_model, resolve_device  # noqa: E402
 from losses import build_loss  # noqa: E402
 from models import build_model  # noqa: E402
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
-N_MAX = {"cifar10": 5000, "cifar100": 500, "digits": 140}
+MODES = {"plain": (False, "before"), "RSG before T_th": (True, "before"), "RSG from T_th": (True, "after")}
 
 
 def synchronize(device):
@@ -38,69 +40,51 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def long_tailed_counts(cfg):
-    name = cfg.data.name if cfg.data.name in NUM_CLASSES else "cifar10"
-    return imbalanced_counts(N_MAX[name], NUM_CLASSES[name], cfg.data.imbalance_ratio, cfg.data.profile)
+def cycle_batches(loader, sampler):
+    """Batches forever, epoch after epoch (the benchmark may want more steps than an epoch has)."""
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        yield from loader
 
 
-def random_batches(cfg, counts, device, count):
-    """`count` (images, targets) batches on the device, targets drawn with the training frequencies."""
-    probabilities = torch.tensor(counts, dtype=torch.float)
-    size = cfg.data.image_size
-    return [(torch.randn(cfg.data.batch_size, 3, size, size, device=device),
-             torch.multinomial(probabilities, cfg.data.batch_size, replacement=True).to(device))
-            for _ in range(count)]
-
-
-def time_training(cfg, counts, device, with_rsg, epoch, steps, warmup):
-    model = build_model(cfg, counts, with_rsg=with_rsg).to(device).train()
-    model.set_epoch(epoch)
+def time_training(cfg, data, device, with_rsg, phase, steps, warmup):
+    """Training images/s (real samples) and generated samples per step."""
+    train_set, test_set, counts = data
+    model = prepare_model(build_model(cfg, counts, with_rsg=with_rsg, load_pretrained_weights=False).to(device),
+                          cfg.train, False, device).train()
+    model.set_epoch(cfg.rsg.threshold_epoch if phase == "after" else 0)
     criterion = build_loss(cfg, counts).to(device)
     optimizer = build_optimizer(cfg, model)
-    batches = random_batches(cfg, counts, device, 4)
-    rsg_weights = (cfg.rsg.cesc_weight, cfg.rsg.mv_weight)
+    precision = Precision(cfg.train.amp, device)
+    loader, _, sampler, _ = build_loaders(cfg, train_set, test_set, device)
+    batches = cycle_batches(loader, sampler)
     generated = 0
     for index in range(warmup + steps):
         if index == warmup:
             synchronize(device)
             started = time.perf_counter()
-        images, targets = batches[index % len(batches)]
-        _, _, batch_generated = training_step(model, criterion, optimizer, images, targets, None, rsg_weights)
+        images, targets = next(batches)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        _, _, batch_generated = training_step(model, criterion, optimizer, images, targets, None,
+                                              (cfg.rsg.cesc_weight, cfg.rsg.mv_weight), precision)
         generated += batch_generated if index >= warmup else 0
     synchronize(device)
-    elapsed = time.perf_counter() - started
-    return steps * cfg.data.batch_size / elapsed, generated / steps
+    return steps * cfg.data.batch_size / (time.perf_counter() - started), generated / steps
 
 
-@torch.no_grad()
-def time_evaluation(cfg, counts, device, steps, warmup):
-    model = build_model(cfg, counts, with_rsg=False).to(device).eval()
-    size = cfg.data.image_size
-    images = torch.randn(cfg.data.eval_batch_size, 3, size, size, device=device)
-    for index in range(warmup + steps):
-        if index == warmup:
-            synchronize(device)
-            started = time.perf_counter()
-        model(images)
+def time_evaluation(cfg, data, device):
+    """Evaluation images/s over the whole evaluation split (after one warm-up pass)."""
+    train_set, test_set, counts = data
+    model = prepare_model(build_model(cfg, counts, with_rsg=False, load_pretrained_weights=False).to(device),
+                          cfg.train, False, device)
+    _, loader, _, _ = build_loaders(cfg, train_set, test_set, device)
+    precision = Precision(cfg.train.amp, device)
+    predict(model, loader, device, precision=precision)
     synchronize(device)
-    return steps * cfg.data.eval_batch_size / (time.perf_counter() - started)
-
-
-def time_loader(cfg, batches):
-    from data.builder import build_datasets
-    from engine.run import build_loaders
-
-    train_set, test_set = build_datasets(cfg.data)
-    loader, _, sampler, _ = build_loaders(cfg, train_set, test_set, torch.device("cpu"))
-    sampler.set_epoch(0)
-    iterator = iter(loader)
-    next(iterator)  # worker start-up is not throughput
     started = time.perf_counter()
-    seen = 0
-    for _ in range(batches):
-        images, _ = next(iterator)
-        seen += len(images)
-    return seen / (time.perf_counter() - started)
+    predict(model, loader, device, precision=precision)
+    synchronize(device)
+    return len(test_set) / (time.perf_counter() - started)
 
 
 def machine_description(device):
@@ -109,36 +93,60 @@ def machine_description(device):
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def benchmark_table(args, base_overrides):
+    print("| input path | precision | mode | train images/s | cost vs plain | eval images/s |")
+    print("|---|---|---|---|---|---|")
+    data = None
+    for loader, amp in itertools.product(args.loaders, args.precisions):
+        cfg = load_config(args.config, base_overrides + [f"data.loader={loader}", f"train.amp={amp}"])
+        device = resolve_device(cfg.train.device)
+        if data is None:
+            train_set, test_set = build_datasets(cfg.data)
+            data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
+        plain = None
+        for mode, (with_rsg, phase) in MODES.items():
+            rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup)
+            plain = plain or rate
+            label = f"{mode} ({generated:.0f} generated/step)" if generated else mode
+            evaluation = f"{time_evaluation(cfg, data, device):.0f}" if mode == "plain" else ""
+            print(f"| {loader} | {amp} | {label} | {rate:.0f} | {plain / rate:.2f}x | {evaluation} |", flush=True)
+    return device
+
+
+def full_run(args, base_overrides):
+    cfg = load_config(args.config, base_overrides + [f"output_dir={args.full_run_dir}"])
+    started = time.perf_counter()
+    report = fit(cfg)
+    seconds = time.perf_counter() - started
+    print(f"\nfull run: {cfg.train.epochs} epochs of {args.config} in {seconds:.1f} s wall "
+          f"(evaluating every {cfg.train.eval_every} epoch(s)); final top-1 {report['top1']:.2f}%, "
+          f"error {100 - report['top1']:.2f}%")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cifar10_lt/ldam_drw_rsg_r100.yaml")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--loader", type=int, default=0, help="also time N batches of the real DataLoader")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per line")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--loaders", nargs="+", default=["standard", "device"], choices=["standard", "device"])
+    parser.add_argument("--precisions", nargs="+", default=["none", "bf16"], choices=["none", "bf16", "fp16"])
+    parser.add_argument("--full-run", action="store_true", help="also time a whole run of the config")
+    parser.add_argument("--full-run-dir", default="runs/benchmark_full_run")
+    parser.add_argument("--skip-table", action="store_true", help="only the full run")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=... train.epochs=2")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         device = resolve_device(cfg.train.device)
+        print(f"device: {machine_description(device)}; torch {torch.__version__}; config {args.config}; "
+              f"overrides {' '.join(args.overrides) or '-'}; batch {cfg.data.batch_size}; {args.steps} timed steps\n")
+        if not args.skip_table:
+            benchmark_table(args, args.overrides)
+        if args.full_run:
+            full_run(args, args.overrides)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    torch.manual_seed(0)
-    counts = long_tailed_counts(cfg)
-    plain, _ = time_training(cfg, counts, device, False, 0, args.steps, args.warmup)
-    before, _ = time_training(cfg, counts, device, True, 0, args.steps, args.warmup)
-    after, generated = time_training(cfg, counts, device, True, cfg.rsg.threshold_epoch, args.steps, args.warmup)
-    evaluation = time_evaluation(cfg, counts, device, args.steps, args.warmup)
-    print(f"device: {machine_description(device)}; torch {torch.__version__}; config {args.config}; "
-          f"batch {cfg.data.batch_size}; {args.steps} timed steps")
-    print("| mode | images/s | cost vs plain |")
-    print("|---|---|---|")
-    print(f"| train, plain {cfg.model.backbone} | {plain:.0f} | 1.00x |")
-    print(f"| train, RSG before T_th (CESC) | {before:.0f} | {plain / before:.2f}x |")
-    print(f"| train, RSG from T_th ({generated:.0f} generated/step) | {after:.0f} | {plain / after:.2f}x |")
-    print(f"| evaluation (RSG removed) | {evaluation:.0f} | |")
-    if args.loader:
-        print(f"| DataLoader, {cfg.data.num_workers} workers ({cfg.data.name}) | {time_loader(cfg, args.loader):.0f} | |")
     return 0
 
 
