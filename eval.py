@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from engine.errors import UserError
+from engine.errors import reports_user_errors
 
 
 def parse_args(argv=None):
@@ -28,17 +28,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        from engine.evaluation import evaluate_checkpoint
+    from engine.evaluation import evaluate_checkpoint
 
-        suffix = ".per_class.csv" if args.split == "test" else f".{args.split}.per_class.csv"
-        output = args.output or os.path.splitext(args.checkpoint)[0] + suffix
-        evaluate_checkpoint(args.checkpoint, args.overrides, output, split=args.split)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    suffix = ".per_class.csv" if args.split == "test" else f".{args.split}.per_class.csv"
+    output = args.output or os.path.splitext(args.checkpoint)[0] + suffix
+    evaluate_checkpoint(args.checkpoint, args.overrides, output, split=args.split)
     return 0
 
 

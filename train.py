@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from engine.config import dump_config, load_config
-from engine.errors import UserError
+from engine.errors import reports_user_errors
 
 
 def parse_args(argv=None):
@@ -21,19 +21,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(dump_config(cfg), end="")
-            return 0
-        from engine.run import fit  # heavy imports (torch) only once the config is known to be good
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from engine.run import fit  # heavy imports (torch) only once the config is known to be good
 
-        fit(cfg, resume=args.resume)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    fit(cfg, resume=args.resume)
     return 0
 
 

@@ -30,3 +30,19 @@ def original_message(message) -> str:
     if start < 0:
         return text
     return text[text.index(marker, start) + len(marker):].strip()
+
+
+def reports_user_errors(main):
+    """Decorate an entry point's `main`: a UserError becomes one line `error: <message>` on stderr
+    and exit status 2, with no traceback."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return wrapper

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from data.builder import build_datasets  # noqa: E402
 from data.imbalance import class_counts  # noqa: E402
 from engine.config import load_config  # noqa: E402
-from engine.errors import UserError  # noqa: E402
+from engine.errors import reports_user_errors  # noqa: E402
 from engine.loop import predict, training_step  # noqa: E402
 from engine.run import build_loaders, build_optimizer, fit  # noqa: E402
 from engine.runtime import Precision, prepare_model, resolve_device  # noqa: E402
@@ -123,6 +123,7 @@ def full_run(args, base_overrides):
           f"error {100 - report['top1']:.2f}%")
 
 
+@reports_user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cifar10_lt/ldam_drw_rsg_r100.yaml")
@@ -135,18 +136,14 @@ def main(argv=None):
     parser.add_argument("--skip-table", action="store_true", help="only the full run")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=... train.epochs=2")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        device = resolve_device(cfg.train.device)
-        print(f"device: {machine_description(device)}; torch {torch.__version__}; config {args.config}; "
-              f"overrides {' '.join(args.overrides) or '-'}; batch {cfg.data.batch_size}; {args.steps} timed steps\n")
-        if not args.skip_table:
-            benchmark_table(args, args.overrides)
-        if args.full_run:
-            full_run(args, args.overrides)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    device = resolve_device(cfg.train.device)
+    print(f"device: {machine_description(device)}; torch {torch.__version__}; config {args.config}; "
+          f"overrides {' '.join(args.overrides) or '-'}; batch {cfg.data.batch_size}; {args.steps} timed steps\n")
+    if not args.skip_table:
+        benchmark_table(args, args.overrides)
+    if args.full_run:
+        full_run(args, args.overrides)
     return 0
 
 

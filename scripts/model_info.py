@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from engine.config import load_config  # noqa: E402
-from engine.errors import UserError  # noqa: E402
+from engine.errors import UserError, reports_user_errors  # noqa: E402
 from models import build_model, feature_shape_at  # noqa: E402
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet_lt": 1000, "places_lt": 365, "inat2018": 8142}
@@ -94,6 +94,7 @@ def markdown_row(info: dict) -> str:
             f"{millions(info['eval_parameters'])} | {info['eval_macs'] / 1e9:.3f} |")
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -102,12 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true", help="also print a row for docs/BENCHMARKS.md")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        info = model_info(cfg, num_classes_of(cfg, args.num_classes))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    info = model_info(cfg, num_classes_of(cfg, args.num_classes))
     print(report(info))
     if args.markdown:
         print(markdown_row(info))

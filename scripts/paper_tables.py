@@ -38,7 +38,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from engine.config import load_config  # noqa: E402
-from engine.errors import UserError  # noqa: E402
+from engine.errors import UserError, reports_user_errors  # noqa: E402
 
 TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test
 TEST_LOG = "eval_test.txt"          # eval.py's printed table
@@ -426,18 +426,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
     output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
-    try:
-        table = get_table(args.table)
-        seeds = args.seeds or table.seeds
-        overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
-        jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    table = get_table(args.table)
+    seeds = args.seeds or table.seeds
+    overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
+    jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
     pending = [job for job in jobs if not job.done]
     for job in jobs:
         if job.done:

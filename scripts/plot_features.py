@@ -22,7 +22,7 @@ from data.builder import build_datasets  # noqa: E402
 from data.imbalance import class_counts  # noqa: E402
 from engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
 from engine.config import config_from_dict  # noqa: E402
-from engine.errors import UserError  # noqa: E402
+from engine.errors import UserError, reports_user_errors  # noqa: E402
 from engine.figures import (feature_figure, log_figure, pca_2d, require_pyplot, rsg_features,  # noqa: E402
                             training_batches)
 from engine.runtime import resolve_device  # noqa: E402
@@ -54,32 +54,29 @@ def load_training_model(path: str, overrides: list):
     return cfg, model, train_set
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        require_pyplot()
-        overrides = [f"data.root={args.data_root}"] if args.data_root else []
-        cfg, model, train_set = load_training_model(args.checkpoint, overrides)
-        device = resolve_device(args.device or cfg.train.device)
-        torch.manual_seed(cfg.train.seed)      # RSG's pairing draws
-        epoch = cfg.rsg.threshold_epoch
-        model.to(device).set_epoch(epoch)      # from T_th on, RSG generates
-        groups = rsg_features(model, training_batches(cfg, train_set, epoch), device, args.batches)
-        if not len(groups["generated"]):
-            raise UserError("RSG generated no sample in these batches (no frequent or no rare class in them); "
-                            "try more --batches")
-        shape = "x".join(map(str, feature_shape_at(model.backbone, model.rsg_position, cfg.data.image_size)))
-        title = (f"{cfg.name}: RSG's input at {model.rsg_position} ({shape}), pooled, 2-D PCA; "
-                 f"{args.batches} training batches at epoch {epoch}")
-        figure = feature_figure(pca_2d(groups), title)
-        run_dir = os.path.dirname(os.path.abspath(args.checkpoint))
-        out = args.out or os.path.join(run_dir, "rsg_features.png")
-        figure.savefig(out, dpi=120)
-        if not args.no_tensorboard:
-            log_figure(run_dir, "figures/rsg_features", figure, epoch)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    require_pyplot()
+    overrides = [f"data.root={args.data_root}"] if args.data_root else []
+    cfg, model, train_set = load_training_model(args.checkpoint, overrides)
+    device = resolve_device(args.device or cfg.train.device)
+    torch.manual_seed(cfg.train.seed)      # RSG's pairing draws
+    epoch = cfg.rsg.threshold_epoch
+    model.to(device).set_epoch(epoch)      # from T_th on, RSG generates
+    groups = rsg_features(model, training_batches(cfg, train_set, epoch), device, args.batches)
+    if not len(groups["generated"]):
+        raise UserError("RSG generated no sample in these batches (no frequent or no rare class in them); "
+                        "try more --batches")
+    shape = "x".join(map(str, feature_shape_at(model.backbone, model.rsg_position, cfg.data.image_size)))
+    title = (f"{cfg.name}: RSG's input at {model.rsg_position} ({shape}), pooled, 2-D PCA; "
+             f"{args.batches} training batches at epoch {epoch}")
+    figure = feature_figure(pca_2d(groups), title)
+    run_dir = os.path.dirname(os.path.abspath(args.checkpoint))
+    out = args.out or os.path.join(run_dir, "rsg_features.png")
+    figure.savefig(out, dpi=120)
+    if not args.no_tensorboard:
+        log_figure(run_dir, "figures/rsg_features", figure, epoch)
     print(", ".join(f"{name} {len(values)}" for name, values in groups.items()) + f" samples; wrote {out}")
     return 0
 

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.errors import UserError  # noqa: E402
+from engine.errors import reports_user_errors  # noqa: E402
 from engine.figures import (log_figure, per_class_csv, per_class_figure, read_per_class,  # noqa: E402
                             read_run_config, require_pyplot)
 
@@ -41,21 +41,18 @@ def series_of(run_dir: str, args):
     return f"{config['name']}, {rsg} (mean per class {accuracies.mean():.1f}%)", counts, accuracies
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        require_pyplot()
-        runs = [args.run_dir] + ([args.baseline_dir] if args.baseline_dir else [])
-        series = [series_of(run, args) for run in runs]
-        config = read_run_config(args.run_dir)
-        figure = per_class_figure(series, f"{config['data']['name']}: per-class test accuracy against training count")
-        out = args.out or os.path.join(args.run_dir, "per_class.png")
-        figure.savefig(out, dpi=120)
-        if not args.no_tensorboard:
-            log_figure(args.run_dir, "figures/per_class_accuracy", figure, config["train"]["epochs"])
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    require_pyplot()
+    runs = [args.run_dir] + ([args.baseline_dir] if args.baseline_dir else [])
+    series = [series_of(run, args) for run in runs]
+    config = read_run_config(args.run_dir)
+    figure = per_class_figure(series, f"{config['data']['name']}: per-class test accuracy against training count")
+    out = args.out or os.path.join(args.run_dir, "per_class.png")
+    figure.savefig(out, dpi=120)
+    if not args.no_tensorboard:
+        log_figure(args.run_dir, "figures/per_class_accuracy", figure, config["train"]["epochs"])
     print(f"wrote {out}" + ("" if args.no_tensorboard else f" and added it to {args.run_dir}/tensorboard"))
     return 0
 

@@ -20,6 +20,16 @@ class StagedBackbone(nn.Module):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
 
+    def init_weights(self) -> None:
+        """He initialisation (fan-out) of every convolution, batch-norm as the identity: the
+        initialisation of the CIFAR networks' original papers and of the authors' code."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images
         for stage in self.stages.values():

@@ -66,12 +66,7 @@ class CifarDenseNet(StagedBackbone):
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         })
         self.out_features = widths[3]
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self.init_weights()
 
 
 @BACKBONES.register("densenet40")

@@ -69,12 +69,7 @@ class CifarResNet(StagedBackbone):
             "stage3": _stage(32, 64, blocks, 2),
             "pool": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         })
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self.init_weights()
 
 
 @BACKBONES.register("resnet32")

@@ -67,12 +67,7 @@ class CifarResNeXt(StagedBackbone):
             "stage3": _stage(512, 1024, 4 * width, cardinality, blocks, 2),
             "pool": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         })
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self.init_weights()
 
 
 @BACKBONES.register("resnext29_8x64d")
