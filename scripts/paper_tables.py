@@ -168,7 +168,10 @@ def table2() -> Table:
     cells = []
     for row, (backbone, numbers) in TABLE2.items():
         for (dataset, profile, rsg, column), paper in zip(rsg_columns(), numbers):
-            config = f"configs/table2/{dataset}_{profile}_{backbone}_ldam_drw{'_rsg' if rsg else ''}_r50.yaml"
+            method = f"ldam_drw{'_rsg' if rsg else ''}_r50"
+            # ResNet-32 is Table 1's LDAM-DRW cell itself: the same run serves both tables.
+            config = (cifar_config(dataset, profile, method) if backbone == "resnet32"
+                      else f"configs/table2/{dataset}_{profile}_{backbone}_{method}.yaml")
             facets = (("dataset", DATASETS[dataset]), ("profile", PROFILES[profile][0]), ("rho", "50"),
                       ("backbone", row), ("RSG", "w/" if rsg else "w/o"))
             cells.append(Cell(row, column, config, paper, facets=facets))
