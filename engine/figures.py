@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import textwrap
 from typing import Optional
 
 import numpy as np
@@ -97,10 +98,13 @@ def per_class_figure(series: list, title: str):
     for boundary in SHOT_BOUNDARIES:
         axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
     axes.set_xscale("log")
+    plain_numbers = plt.FuncFormatter(lambda value, _: f"{value:g}")   # 20, not 2 x 10^1
+    axes.xaxis.set_major_formatter(plain_numbers)
+    axes.xaxis.set_minor_formatter(plain_numbers)
     axes.set_xlabel("training images of the class (log scale; dotted: few | medium | many at 20, 100)")
     axes.set_ylabel("test accuracy of the class (%)")
     axes.set_ylim(-3, 103)
-    axes.set_title(title, fontsize=10)
+    axes.set_title(textwrap.fill(title, 70), fontsize=10)   # long run names: wrap, never cut
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     return figure
@@ -168,7 +172,7 @@ def feature_figure(points: dict[str, torch.Tensor], title: str):
         axes.scatter(xy[:, 0], xy[:, 1], label=f"{name} ({len(xy)})", **style)
     axes.set_xlabel("principal component 1")
     axes.set_ylabel("principal component 2")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(textwrap.fill(title, 70), fontsize=10)   # long run names: wrap, never cut
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
