@@ -123,14 +123,26 @@ def full_run(args, base_overrides):
           f"error {100 - report['top1']:.2f}%")
 
 
+def comma_list(*choices):
+    def parse(text):
+        values = [v for v in text.split(",") if v]
+        unknown = [v for v in values if v not in choices]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
 @reports_user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cifar10_lt/ldam_drw_rsg_r100.yaml")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per line")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--loaders", nargs="+", default=["standard", "device"], choices=["standard", "device"])
-    parser.add_argument("--precisions", nargs="+", default=["none", "bf16"], choices=["none", "bf16", "fp16"])
+    parser.add_argument("--loaders", type=comma_list("standard", "device"), default="standard,device",
+                        help="input paths to time, comma-separated (standard, device)")
+    parser.add_argument("--precisions", type=comma_list("none", "bf16", "fp16"), default="none,bf16",
+                        help="train.amp values to time, comma-separated (none, bf16, fp16)")
     parser.add_argument("--full-run", action="store_true", help="also time a whole run of the config")
     parser.add_argument("--full-run-dir", default="runs/benchmark_full_run")
     parser.add_argument("--skip-table", action="store_true", help="only the full run")
