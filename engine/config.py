@@ -187,13 +187,13 @@ def _read_yaml(path: str) -> dict:
     return content
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists stay values."""
     flat = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -215,7 +215,7 @@ def _load_with_bases(path: str, seen: tuple = ()) -> tuple[dict[str, Any], dict[
         base_values, base_sources = _load_with_bases(base_path, seen + (path,))
         values.update(base_values)
         sources.update(base_sources)
-    for key, value in _flatten(content).items():
+    for key, value in flatten(content).items():
         values[key] = value
         sources[key] = path
     return values, sources
@@ -335,7 +335,7 @@ def default_output_dir(config_path: str) -> str:
 
 def config_from_dict(tree: dict, overrides: Optional[list[str]] = None, source: str = "checkpoint") -> Config:
     """Rebuild a config stored as a dict (in a checkpoint or a run's config.yaml)."""
-    values = _flatten(tree)
+    values = flatten(tree)
     sources = {key: source for key in values}
     for text in overrides or []:
         key, value = _parse_override(text)

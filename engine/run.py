@@ -19,7 +19,7 @@ from data.device_loader import DeviceLoader
 from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
-from engine.config import config_to_dict, save_config
+from engine.config import config_to_dict, flatten, save_config
 from engine.distributed import DistributedContext, barrier, init_distributed, shutdown
 from engine.errors import UserError
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
@@ -121,15 +121,10 @@ class MetricsLog:
         this writer's event file (what add_hparams(run_name=".") does through a second file)."""
         from torch.utils.tensorboard.summary import hparams
 
-        def flat(tree, prefix=""):
-            for key, value in tree.items():
-                if isinstance(value, dict):
-                    yield from flat(value, f"{prefix}{key}.")
-                else:
-                    yield f"{prefix}{key}", value if isinstance(value, (bool, int, float, str)) else str(value)
-
+        values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+                  for key, value in flatten(config).items()}
         metrics = {f"hparams/{k}": report[k] for k in ("top1", "many", "medium", "few") if report.get(k) is not None}
-        for summary in hparams(dict(flat(config)), metrics):
+        for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
         for name, value in metrics.items():
             self.writer.add_scalar(name, value)

@@ -36,7 +36,7 @@ if ROOT not in sys.path:
 
 import yaml  # noqa: E402
 
-from engine.config import config_to_dict, load_config  # noqa: E402
+from engine.config import config_to_dict, flatten, load_config  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 from engine.metrics import SHOT_GROUPS  # noqa: E402
 from scripts.paper_tables import TABLES, TEST_CSV, Table, get_table  # noqa: E402
@@ -95,16 +95,6 @@ def find_runs(runs_dir: str) -> list[RunRecord]:
         if "config.yaml" in files:
             runs.append(read_run(folder))
     return runs
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def differing_keys(run_config: dict, reference: dict) -> list[str]:

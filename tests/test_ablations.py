@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from data.imbalance import imbalanced_counts
-from engine.config import config_from_dict, config_to_dict, load_config
+from engine.config import config_from_dict, config_to_dict, flatten, load_config
 from engine.errors import UserError
 from models import build_model
 from rsg import RSG
@@ -32,16 +32,6 @@ ABLATIONS = {
 # What the built RSG is made of; an ablation may change one of these only.
 RSG_ATTRIBUTES = ("in_channels", "num_classes", "num_centers", "transfer_strength", "threshold_epoch",
                   "mv_terms", "generation")
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def load(folder: str, name: str):
@@ -77,7 +67,7 @@ def test_ablation_config_changes_one_key(folder, suffix, full_models):
     full_cfg, _ = full_models[folder]
     cfg = load(folder, f"ldam_drw_rsg_{suffix}_r50")
     key, value, _ = ABLATIONS[suffix]
-    ablated, full = flat(config_to_dict(cfg)), flat(config_to_dict(full_cfg))
+    ablated, full = flatten(config_to_dict(cfg)), flatten(config_to_dict(full_cfg))
     changed = {k for k in full if ablated[k] != full[k]} - {"name", "output_dir"}
     assert changed == {key}
     assert ablated[key] == value
