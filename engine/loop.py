@@ -8,7 +8,6 @@ to the parameters it trains (see rsg/module.py for the routes).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -20,6 +19,9 @@ import torch
 from tqdm import tqdm
 
 from engine.distributed import all_reduce_sum, broadcast_flag, gather_uneven
+from engine.runtime import Precision
+
+FULL_PRECISION = Precision("none", torch.device("cpu"))  # float32: no autocast, no scaler
 
 LOSS_TERMS = ("cls", "cesc", "mv", "total")
 
@@ -71,18 +73,15 @@ class EpochResult:
 
 def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision=None):
     """One step of Eq. 7. Returns detached (losses dict, real-sample correct count, generated count)."""
-    with precision.autocast() if precision is not None else contextlib.nullcontext():
+    precision = precision or FULL_PRECISION
+    with precision.autocast():
         logits, all_targets, rsg_losses = model(images, targets)
         cls = criterion(logits.float(), all_targets, class_weights)
     zero = cls.new_zeros(())
     cesc, mv = rsg_losses.get("cesc", zero), rsg_losses.get("mv", zero)
     total = cls + rsg_weights[0] * cesc + rsg_weights[1] * mv
     optimizer.zero_grad(set_to_none=True)
-    if precision is not None:
-        precision.backward_and_step(total, optimizer)
-    else:
-        total.backward()
-        optimizer.step()
+    precision.backward_and_step(total, optimizer)
     batch = len(targets)
     correct = (logits[:batch].detach().argmax(dim=1) == targets).sum()
     losses = {"cls": cls.detach(), "cesc": cesc.detach(), "mv": mv.detach(), "total": total.detach()}
@@ -159,9 +158,10 @@ def predict(model, loader, device, progress=False, precision=None):
     gathered unpadded, so every image is counted once; every rank returns the whole result.
     """
     model.eval()
+    precision = precision or FULL_PRECISION
     predictions, labels = [], []
     for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
+        with precision.autocast():
             logits, _, _ = model(images.to(device, non_blocking=True))
         predictions.append(logits.argmax(dim=1))
         labels.append(targets.to(device))
