@@ -118,6 +118,9 @@ class RSGConfig:
     generation: str = choice("transform", ["transform", "rare_center", "direct"],
                              "transform = x_rare + T(x_fd-freq) (Eq. 4); rare_center = the rare sample's "
                              "closest center + T(x_fd-freq); direct = x_rare + x_fd-freq, no T and no L_MV")
+    variant: str = choice("paper", ["paper", "authors"],
+                          "paper = the paper's equations; authors = the authors' code where it departs from "
+                          "them (REFERENCE section 5; docs/DESIGN.md, \"The authors' code as a switch\")")
 
 
 @dataclass
