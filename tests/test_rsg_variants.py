@@ -23,20 +23,21 @@ C, H, W, K, CLASSES, WIDTH = 4, 5, 5, 3, 4, 6
 FREQUENT = [0, 1]
 
 
-def make_rsg(variant="paper", threshold_epoch=1, dtype=torch.float32, **kwargs) -> RSG:
+def make_rsg(variant="paper", threshold_epoch=1, dtype=torch.float32, channels=C, centers=K, width=WIDTH,
+             **kwargs) -> RSG:
     torch.manual_seed(0)
-    rsg = RSG(C, CLASSES, FREQUENT, num_centers=K, contrastive_channels=WIDTH,
+    rsg = RSG(channels, CLASSES, FREQUENT, num_centers=centers, contrastive_channels=width,
               threshold_epoch=threshold_epoch, variant=variant, **kwargs).to(dtype)
     with torch.no_grad():                     # centers away from zero, so displacements differ per center
         rsg.centers.normal_()
     return rsg.train()
 
 
-def batch(frequent: int, rare: int, dtype=torch.float32, seed=1):
+def batch(frequent: int, rare: int, dtype=torch.float32, seed=1, shape=(C, H, W)):
     generator = torch.Generator().manual_seed(seed)
     targets = torch.tensor([0, 1] * (frequent // 2) + [0] * (frequent % 2) + [2, 3] * (rare // 2) + [2] * (rare % 2))
     order = torch.randperm(len(targets), generator=generator)
-    x = torch.randn(len(targets), C, H, W, generator=generator, dtype=torch.float64).to(dtype)
+    x = torch.randn(len(targets), *shape, generator=generator, dtype=torch.float64).to(dtype)
     return x, targets[order]
 
 
@@ -159,6 +160,10 @@ def test_transform_with_a_bias():
     shift = out[len(x):] - x[rare_positions.repeat(2)]
     torch.testing.assert_close(shift, torch.arange(C, dtype=torch.float32)[None, :, None, None].expand_as(shift))
     assert authors.transform.bias.requires_grad
+    x_frequent, frequent_targets = x[authors.is_frequent[targets]], targets[authors.is_frequent[targets]]
+    _, _, losses = authors(x_frequent, frequent_targets)        # no rare sample: T still gets a zero gradient
+    losses["mv"].backward()
+    assert authors.transform.bias.grad is not None and torch.all(authors.transform.bias.grad == 0)
     authors.set_epoch(0)
     assert not authors.transform.bias.requires_grad             # T trains only while generating
 
@@ -274,11 +279,14 @@ def test_center_term_in_float32_under_autocast(amp):
     assert out.dtype == amp
 
 
+GRADCHECK_SIZE = dict(channels=3, centers=2, width=3)      # on 3 x 3 maps: seconds, not minutes
+
+
 def _gradcheck(rsg: RSG, epoch: int, names: list[str], outputs):
     """gradcheck of outputs(features', losses) wrt rsg's parameters `names`, in float64, with the
     random pairing fixed (each call reseeds)."""
     rsg.set_epoch(epoch)
-    x, targets = batch(6, 3, torch.float64)
+    x, targets = batch(6, 3, torch.float64, shape=(rsg.in_channels, 3, 3))
     params = {n: p.detach().clone().requires_grad_(True) for n, p in rsg.named_parameters() if n in names}
     assert set(params) == set(names)
     fixed = {n: p.detach() for n, p in rsg.named_parameters() if n not in names}
@@ -294,7 +302,7 @@ def _gradcheck(rsg: RSG, epoch: int, names: list[str], outputs):
 @pytest.mark.parametrize("variant", ["paper", "authors"])
 def test_gradcheck_before_the_threshold(variant):
     """L_CESC (center term + contrastive cross-entropy) wrt the centers, the assignment map and h."""
-    rsg = make_rsg(variant, dtype=torch.float64)
+    rsg = make_rsg(variant, dtype=torch.float64, **GRADCHECK_SIZE)
     names = ["centers", "assign_weight", "assign_bias"] + [f"contrastive.{n}" for n, _ in rsg.contrastive.named_parameters()]
     _gradcheck(rsg, 0, names, lambda generated, losses: losses["cesc"])
 
@@ -303,7 +311,7 @@ def test_gradcheck_before_the_threshold(variant):
 def test_gradcheck_after_the_threshold(variant):
     """From T_th: L_CESC wrt the centers and the assignment map; L_MV and the generated samples wrt
     T (weight, and bias in the authors' variant), through the frozen contrastive module."""
-    rsg = make_rsg(variant, dtype=torch.float64)
+    rsg = make_rsg(variant, dtype=torch.float64, **GRADCHECK_SIZE)
     _gradcheck(rsg, 1, ["centers", "assign_weight", "assign_bias"], lambda generated, losses: losses["cesc"])
     transform = [f"transform.{n}" for n, _ in rsg.transform.named_parameters()]
     assert len(transform) == (2 if variant == "authors" else 1)
