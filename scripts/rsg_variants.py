@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from engine.errors import UserError, reports_user_errors  # noqa: E402
 from engine.figures import training_batches  # noqa: E402
+from engine.runtime import seed_everything  # noqa: E402
 from rsg import RSG, Departures  # noqa: E402
 from scripts.plot_features import load_training_model  # noqa: E402
 
@@ -37,7 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a run trained with RSG")
     parser.add_argument("--batch-index", type=int, default=0, help="which training batch of the epoch (default 0)")
     parser.add_argument("--data-root", help="data.root, if the dataset moved")
-    parser.add_argument("--seed", type=int, default=0, help="seed of RSG's pairing draws (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the batch's augmentation and of RSG's pairing "
+                                                            "draws (default 0)")
     return parser.parse_args(argv)
 
 
@@ -73,9 +75,9 @@ def variant_like(trained: RSG, variant) -> RSG:
     return rsg
 
 
-@torch.no_grad()
 def measure(rsg: RSG, x, targets, seed: int) -> dict:
-    """L_MV, its terms and the generated samples' statistics for one forward of `rsg`."""
+    """L_MV, its terms, the norm of its gradient wrt T's weight, and the generated samples'
+    statistics for one forward of `rsg`."""
     rsg.train().set_epoch(rsg.threshold_epoch)
 
     def forward(terms):
@@ -83,12 +85,15 @@ def measure(rsg: RSG, x, targets, seed: int) -> dict:
         torch.manual_seed(seed)
         return rsg(x, targets)
 
+    rsg.zero_grad()
     out, out_targets, losses = forward((True, True, True))
-    row = {"M": len(out) - len(x), "mv": float(losses["mv"]),
-           **{name: float(forward(terms)[2]["mv"]) for name, terms in TERMS.items()}}
+    losses["mv"].backward()                                 # what L_MV asks of T
+    with torch.no_grad():
+        row = {"M": len(out) - len(x), "mv": float(losses["mv"]), "grad_T": float(rsg.transform.weight.grad.norm()),
+               **{name: float(forward(terms)[2]["mv"]) for name, terms in TERMS.items()}}
     generated = out[len(x):]
     rare = x[~rsg.is_frequent[targets]]
-    row.update(generated_stats(generated, rare))
+    row.update(generated_stats(generated.detach(), rare))
     return row
 
 
@@ -102,12 +107,12 @@ def generated_stats(generated, rare) -> dict:
 
 
 def table(rows: dict) -> str:
-    header = ("| variant | M (s_new) | L_MV | direction | length | contrastive | generated: norm / channel norm / "
-              "mean / std | real rare: norm / channel norm / mean / std |")
-    lines = [header, "|---" * 8 + "|"]
+    header = ("| variant | M (s_new) | L_MV | direction | length | contrastive | \\|dL_MV/dT\\| | generated: norm / "
+              "channel norm / mean / std | real rare: norm / channel norm / mean / std |")
+    lines = [header, "|---" * 9 + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['M']} | {r['mv']:.2f} | {r['direction']:.2f} | {r['length']:.2f} | "
-                     f"{r['contrastive']:.3f} | {r['gen_norm']:.2f} / {r['gen_channel_norm']:.3f} / "
+                     f"{r['contrastive']:.3f} | {r['grad_T']:.1f} | {r['gen_norm']:.2f} / {r['gen_channel_norm']:.3f} / "
                      f"{r['gen_mean']:.3f} / {r['gen_std']:.3f} | {r['rare_norm']:.2f} / "
                      f"{r['rare_channel_norm']:.3f} / {r['rare_mean']:.3f} / {r['rare_std']:.3f} |")
     return "\n".join(lines)
@@ -118,6 +123,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = [f"data.root={args.data_root}"] if args.data_root else []
     cfg, model, train_set = load_training_model(args.checkpoint, overrides)
+    seed_everything(args.seed)             # the batch's augmentation: the same batch on every call
     x, targets = rsg_input(model, training_batches(cfg, train_set, cfg.rsg.threshold_epoch), args.batch_index)
     trained = model.rsg
     variants = {"paper": variant_like(trained, "paper"), "authors": variant_like(trained, "authors")}
