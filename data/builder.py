@@ -15,7 +15,7 @@ from data.cifar import load_cifar
 from data.datasets import ArrayDataset, FileDataset
 from data.digits import load_digits_split
 from data.image_folder import check_same_classes, scan_image_folder
-from data.imbalance import class_counts, imbalanced_counts, select_per_class
+from data.imbalance import class_counts, imbalanced_counts, select_subset
 from data.split_lists import SPLIT_LIST_DATASETS, load_split_list_datasets
 from data.transforms import preset_eval_transform, preset_train_transform
 from engine.errors import UserError
@@ -76,5 +76,5 @@ def build_datasets(data_cfg, eval_split: Optional[str] = None):
     if n_max is None:  # an image folder or a list: its most populated class
         n_max = max(class_counts(full_train.targets, full_train.num_classes))
     counts = imbalanced_counts(n_max, full_train.num_classes, data_cfg.imbalance_ratio, data_cfg.profile)
-    indices = select_per_class(full_train.targets, counts, data_cfg.subset_seed)
+    indices = select_subset(full_train.targets, counts, data_cfg.subset, data_cfg.subset_seed)
     return full_train.subset(indices), evaluation

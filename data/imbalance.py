@@ -1,17 +1,26 @@
-"""Per-class sample counts for imbalanced training sets, and the selection of those samples.
+"""Per-class sample counts for imbalanced training sets, and which samples make them up.
 
-The long-tailed CIFAR benchmarks keep, for class i, the first n_i training images of that class
-in the original file order. Keeping the file order (rather than sampling) makes the subset the
-same on every machine and identical to the one used in the published results.
+The counts follow REFERENCE section 1 (long-tailed or step profile). Which images of a class are
+kept is `data.subset` (REFERENCE section 1; the paper's tables mix two of them):
+
+- first: the first n_i images of each class in the original file order. The RSG authors' code
+  does this (its per-class shuffle is commented out): the paper's RSG rows were trained on it.
+- ldam_drw: the subset of Cao et al.'s imbalance_cifar.py, index for index: numpy's legacy
+  generator seeded once, then for each class in label order its indices shuffled and the first
+  n_i kept. The paper's ERM, Focal, CB, M-DRW and LDAM-DRW rows are Cao et al.'s published numbers,
+  trained on it. The two share about 63% of CIFAR-10-LT's images.
+- seeded: this project's own seeded per-class permutation (numpy's default_rng), matching neither.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from engine.errors import UserError
 
 PROFILES = ("longtail", "step", "balanced")
+SUBSETS = ("first", "ldam_drw", "seeded")
+LDAM_DRW_SEED = 0       # imbalance_cifar.py's rand_number default (train.py --rand_number)
 
 
 def imbalanced_counts(n_max: int, num_classes: int, imbalance_ratio: float, profile: str) -> List[int]:
@@ -90,9 +99,7 @@ def select_per_class(targets: Sequence[int], counts: Sequence[int],
     chosen = []
     for class_index, wanted in enumerate(counts):
         available = np.flatnonzero(labels == class_index)
-        if len(available) < wanted:
-            raise UserError(f"class {class_index} has {len(available)} samples but {wanted} were asked; "
-                            f"lower n_max or the imbalance ratio")
+        _check_enough(class_index, len(available), wanted)
         if rng is not None:
             # One permutation per class, drawn in class order, so the choice depends only on the seed.
             available = available[rng.permutation(len(available))]
@@ -100,3 +107,62 @@ def select_per_class(targets: Sequence[int], counts: Sequence[int],
     if not chosen:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def resolve_subset(subset: str, subset_seed: Optional[int]) -> Tuple[str, Optional[int]]:
+    """(data.subset, data.subset_seed) -> (subset, seed) with every default filled in.
+
+    An old config's `subset_seed: 3` (before data.subset existed) still means the seeded pick with
+    seed 3: `first` with a seed is read as `seeded`. For ldam_drw the seed is Cao et al.'s
+    --rand_number (0 when unset); for seeded it is required.
+    """
+    if subset not in SUBSETS:
+        raise UserError(f"unknown data.subset {subset!r}; choose one of {', '.join(SUBSETS)}")
+    if subset == "first":
+        return ("first", None) if subset_seed is None else ("seeded", subset_seed)
+    if subset == "ldam_drw":
+        return subset, LDAM_DRW_SEED if subset_seed is None else subset_seed
+    if subset_seed is None:
+        raise UserError("data.subset=seeded needs data.subset_seed (an integer), e.g. data.subset_seed=0")
+    return subset, subset_seed
+
+
+def select_subset(targets: Sequence[int], counts: Sequence[int], subset: str = "first",
+                  subset_seed: Optional[int] = None) -> np.ndarray:
+    """Indices of the training subset `subset` (see the module docstring and `resolve_subset`).
+
+    Returns int64 (sum(counts),): first and seeded sorted ascending (the file order); ldam_drw in
+    Cao et al.'s order (class by class, each in its shuffled order), so that sample i of the subset
+    is sample i of their IMBALANCECIFAR10/100.
+    """
+    subset, seed = resolve_subset(subset, subset_seed)
+    if subset == "ldam_drw":
+        return select_like_ldam_drw(targets, counts, seed)
+    return select_per_class(targets, counts, seed)
+
+
+def select_like_ldam_drw(targets: Sequence[int], counts: Sequence[int], seed: int = LDAM_DRW_SEED) -> np.ndarray:
+    """Cao et al.'s gen_imbalanced_data: `np.random.seed(seed)` once, then for each class c in label
+    order `idx = np.where(targets == c)[0]; np.random.shuffle(idx); idx[:n_c]`.
+
+    A private RandomState(seed) draws exactly what the seeded global generator draws (both are
+    numpy's legacy Mersenne Twister, stable across numpy versions) without touching global state.
+    Returns int64 (sum(counts),) in their order: class 0's picks in shuffled order, then class 1's...
+    """
+    labels = np.asarray(targets, dtype=np.int64).reshape(-1)
+    generator = np.random.RandomState(seed)
+    chosen = []
+    for class_index, wanted in enumerate(counts):
+        available = np.flatnonzero(labels == class_index)
+        _check_enough(class_index, len(available), wanted)
+        generator.shuffle(available)       # every class is shuffled, as there: the draws stay in step
+        chosen.append(available[:wanted])
+    if not chosen:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(chosen).astype(np.int64)
+
+
+def _check_enough(class_index: int, available: int, wanted: int) -> None:
+    if available < wanted:
+        raise UserError(f"class {class_index} has {available} samples but {wanted} were asked; "
+                        f"lower n_max or the imbalance ratio")

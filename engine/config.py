@@ -51,7 +51,14 @@ class DataConfig:
                           "datasets, which come long-tailed)")
     imbalance_ratio: float = 100.0  # rho = n_max / n_min
     max_per_class: int = 0          # n_max; 0 = the dataset's own (CIFAR-10 5000, CIFAR-100 500)
-    subset_seed: Optional[int] = None  # None: first n_i images per class (the paper); int: seeded pick
+    subset: str = choice("first", ["first", "ldam_drw", "seeded"],
+                         "which n_i images of each class (CIFAR, image folders): first = the first n_i in "
+                         "file order (the RSG authors' code: the paper's RSG rows); ldam_drw = Cao et al.'s "
+                         "per-class shuffle, index for index (the paper's ERM/Focal/CB/M-DRW/LDAM-DRW rows); "
+                         "seeded = this project's seeded pick (data.subset_seed)")
+    # seeded: its seed (required); ldam_drw: Cao et al.'s --rand_number (null = their 0); an integer
+    # with subset first reads as seeded (configs from before data.subset)
+    subset_seed: Optional[int] = None
     image_size: int = 32            # training crop size (digits: images are resized to this)
     crop_padding: int = 4           # zero padding before the random crop
     hflip: bool = True              # random horizontal flip
@@ -111,6 +118,9 @@ class RSGConfig:
     generation: str = choice("transform", ["transform", "rare_center", "direct"],
                              "transform = x_rare + T(x_fd-freq) (Eq. 4); rare_center = the rare sample's "
                              "closest center + T(x_fd-freq); direct = x_rare + x_fd-freq, no T and no L_MV")
+    variant: str = choice("paper", ["paper", "authors"],
+                          "paper = the paper's equations; authors = the authors' code where it departs from "
+                          "them (REFERENCE section 5; docs/DESIGN.md, \"The authors' code as a switch\")")
 
 
 @dataclass
@@ -380,6 +390,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"key '{key}' {message}")
 
     need(cfg.data.imbalance_ratio >= 1, "data.imbalance_ratio", "must be >= 1")
+    need(cfg.data.subset != "seeded" or cfg.data.subset_seed is not None, "data.subset_seed",
+         "is needed by data.subset=seeded (an integer, e.g. data.subset_seed=0)")
     need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
     need(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be positive")
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")

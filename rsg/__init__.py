@@ -10,6 +10,9 @@ and use it in any network.
     features, targets, losses = rsg(features, targets)
     loss = cls_loss + 0.1 * losses["cesc"] + 0.01 * losses["mv"]     # Eq. 7
 
+variant="authors" (RSG(...) or attach(...)) runs the authors' code where it departs from the paper;
+rsg.authors.Departures switches single departures on (docs/DESIGN.md lists them).
+
 Or, without touching the network's code, RSG on the output of one of its submodules:
 
     model = rsg.attach(net, at="layer3", num_classes=10, frequent_classes=[0, 1],
@@ -18,6 +21,7 @@ Or, without touching the network's code, RSG on the output of one of its submodu
 """
 
 from rsg.attach import RSGAttached, attach
+from rsg.authors import VARIANTS, Departures
 from rsg.module import (
     GENERATION_MODES,
     RSG,
@@ -31,6 +35,8 @@ __all__ = [
     "RSGAttached",
     "attach",
     "ContrastiveModule",
+    "Departures",
+    "VARIANTS",
     "GENERATION_MODES",
     "frequent_classes_from_counts",
     "num_generated_per_rare",

@@ -122,7 +122,7 @@ def attach(net: nn.Module, at: str, num_classes: int, frequent_classes: Sequence
     RSG's in_channels is `in_channels` when given, else inferred at attach time by one forward of
     `example_input` (e.g. torch.zeros(1, 3, 224, 224)), so RSG's parameters exist before the
     optimizer is built. `rsg_kwargs` go to `RSG` (num_centers, contrastive_channels,
-    transfer_strength, threshold_epoch, ...). RSG is placed on the device of net's parameters.
+    transfer_strength, threshold_epoch, variant="paper" | "authors", ...). RSG is placed on the device of net's parameters.
     """
     if in_channels is None:
         if example_input is None:

@@ -12,6 +12,12 @@ Gradient routes (Algorithm 1, and the authors' code):
 - From the threshold on, generated samples (Eq. 4) carry gradient into the transformation T only,
   from L_cls and from L_MV (Eq. 6). The contrastive module is frozen then: it is applied with
   detached weights, so gradients flow through it to T while its own weights receive none.
+
+Precision: the center term runs in torch.promote_types(input dtype, float32), outside autocast:
+float32 for float32, bf16 and fp16 inputs, float64 for float64 (gradcheck, double-precision tests).
+
+variant="paper" (the default) implements the paper's equations; variant="authors" the authors'
+code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from rsg.authors import (Departures, init_like_authors, mv_direction_rows, mv_length_rows,
+                         pair_like_authors)
 
 GENERATION_MODES = ("transform", "rare_center", "direct")
 
@@ -45,13 +54,13 @@ class ContrastiveModule(nn.Module):
     """Eq. 2: h = two 3x3 convs with a ReLU between, global average pooling, then a linear layer.
 
     Input: a pair concatenated along channels (P, 2C, H, W). Output logits (P, 2) ordered
-    [different class, same class].
+    [different class, same class]. first_kernel=1 gives the authors' code's h (1x1 then 3x3).
     """
 
-    def __init__(self, in_channels: int, width: int = 256):
+    def __init__(self, in_channels: int, width: int = 256, first_kernel: int = 3):
         super().__init__()
         self.h = nn.Sequential(
-            nn.Conv2d(2 * in_channels, width, 3, padding=1),
+            nn.Conv2d(2 * in_channels, width, first_kernel, padding=first_kernel // 2),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, padding=1),
         )
@@ -80,6 +89,8 @@ class RSG(nn.Module):
         generation: "transform" (Eq. 4), "rare_center" (T(x_fd-freq) added to the rare sample's
             estimated center instead of the sample) or "direct" (x_fd-freq added to the rare sample,
             no T, no L_MV) — the last two are Table 3 ablations.
+        variant: "paper" (the paper's equations), "authors" (the authors' code where it departs
+            from them) or a `rsg.authors.Departures` with single departures switched on.
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class RSG(nn.Module):
         threshold_epoch: int = 160,
         mv_terms: Sequence[bool] = (True, True, True),
         generation: str = "transform",
+        variant="paper",
     ):
         super().__init__()
         if generation not in GENERATION_MODES:
@@ -106,6 +118,7 @@ class RSG(nn.Module):
         self.threshold_epoch = threshold_epoch
         self.mv_terms = tuple(bool(t) for t in mv_terms)
         self.generation = generation
+        self.departures = Departures.of(variant)
         self.epoch = 0
 
         # Center estimation module, Eq. 1: gamma^l = softmax(A^l ave(x^l) + b^l), one map per class.
@@ -113,13 +126,17 @@ class RSG(nn.Module):
         bound = 1.0 / math.sqrt(in_channels)
         self.assign_weight = nn.Parameter(torch.empty(num_classes, in_channels, num_centers).uniform_(-bound, bound))
         self.assign_bias = nn.Parameter(torch.zeros(num_classes, num_centers))
-        self.contrastive = ContrastiveModule(in_channels, contrastive_channels)
+        self.contrastive = ContrastiveModule(in_channels, contrastive_channels,
+                                             first_kernel=1 if self.departures.contrastive_1x1 else 3)
         # Vector transformation T of Eq. 4: a 3x3 convolution with C filters. It is a linear map, as
-        # the paper defines it, so it has no bias (a bias would shift every generated sample alike).
-        self.transform = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
+        # the paper defines it, so it has no bias (a bias would shift every generated sample alike);
+        # the authors' code has one.
+        self.transform = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=self.departures.transform_bias)
         is_frequent = torch.zeros(num_classes, dtype=torch.bool)
         is_frequent[list(frequent_classes)] = True
         self.register_buffer("is_frequent", is_frequent, persistent=False)
+        if self.departures.authors_init:
+            init_like_authors(self)
         self.set_epoch(0)
 
     # -- phase -------------------------------------------------------------------------------------
@@ -157,12 +174,13 @@ class RSG(nn.Module):
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
         x = features.detach()
-        # The center term is a difference of large sums (see center_loss): always in float32, also
-        # under bf16/fp16 autocast. The convolutions of h and T follow the autocast setting.
+        # The center term is a difference of large sums (see center_loss): at least float32, also
+        # under bf16/fp16 autocast; float64 stays float64. h and T follow the autocast setting.
+        dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            pooled = x.float().mean(dim=(2, 3))                      # (N, C) = ave(x)
+            pooled = x.to(dtype).mean(dim=(2, 3))                    # (N, C) = ave(x)
             assignment = self.center_assignment(pooled, targets)     # (N, K) = gamma
-            cesc = self.center_loss(x.float(), pooled, targets, assignment)
+            cesc = self.center_loss(x.to(dtype), pooled, targets, assignment)
         if not self.generating:
             cesc = cesc + self.contrastive_loss(x, targets)
             return features, targets, {"cesc": cesc, "mv": cesc.new_zeros(())}
@@ -172,7 +190,8 @@ class RSG(nn.Module):
 
     def center_assignment(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with each sample's own class map: (N, C), (N,) -> gamma (N, K)."""
-        logits = torch.einsum("nc,nck->nk", pooled, self.assign_weight[targets]) + self.assign_bias[targets]
+        weight, bias = self.assign_weight[targets].to(pooled.dtype), self.assign_bias[targets].to(pooled.dtype)
+        logits = torch.einsum("nc,nck->nk", pooled, weight) + bias
         return logits.softmax(dim=1)
 
     def center_loss(self, x, pooled, targets, assignment) -> torch.Tensor:
@@ -182,7 +201,7 @@ class RSG(nn.Module):
         sum_{d,j,k} (x_djk - c_d)^2 = ||x||^2 - 2 HW <ave(x), c> + HW ||c||^2.
         """
         hw = x.shape[2] * x.shape[3]
-        centers = self.centers[targets]                                   # (N, K, C)
+        centers = self.centers[targets].to(x.dtype)                       # (N, K, C)
         squared_norm = x.flatten(1).pow(2).sum(dim=1, keepdim=True)       # (N, 1)
         cross = torch.einsum("nc,nkc->nk", pooled, centers)               # (N, K)
         distances = squared_norm - 2 * hw * cross + hw * centers.pow(2).sum(dim=2)
@@ -203,11 +222,15 @@ class RSG(nn.Module):
         """Indices (M,) of the frequent sample and of the rare sample of each generated sample.
 
         Each rare sample gets max(floor(beta * s_freq / s_rare), 1) frequent partners, drawn from a
-        random permutation of the batch's frequent samples, reused cyclically when too few.
+        random permutation of the batch's frequent samples, reused cyclically when too few. The
+        authors' code pairs positionally and swaps the roles when rare outnumber frequent
+        (`rsg.authors.pair_like_authors`).
         """
         frequent_mask = self.is_frequent[targets]
         frequent = frequent_mask.nonzero().squeeze(1)
         rare = (~frequent_mask).nonzero().squeeze(1)
+        if self.departures.swapped_pairing:
+            return pair_like_authors(frequent, rare, self.transfer_strength)
         per_rare = num_generated_per_rare(len(frequent), len(rare), self.transfer_strength)
         if per_rare == 0:
             return frequent[:0], rare[:0]
@@ -226,7 +249,7 @@ class RSG(nn.Module):
         """Eqs. 3, 4 and 6 -> generated (M, C, H, W), their targets (M,), L_MV."""
         frequent_index, rare_index = self.pair_frequent_with_rare(targets)
         if len(rare_index) == 0:  # a zero that still touches T: every step uses the same parameters
-            return x[:0], targets[:0], self.transform.weight.sum() * 0.0
+            return x[:0], targets[:0], sum(p.sum() for p in self.transform.parameters()) * 0.0
         fd_frequent, _ = self.displacement(x[frequent_index], targets[frequent_index], assignment[frequent_index])
         x_rare = x[rare_index]
         fd_rare, rare_center = self.displacement(x_rare, targets[rare_index], assignment[rare_index])
@@ -235,20 +258,25 @@ class RSG(nn.Module):
             return x_rare + fd_frequent, generated_targets, x.new_zeros(())
         transformed = self.transform(fd_frequent)                    # T(x_fd-freq)
         anchor = rare_center if self.generation == "rare_center" else x_rare
-        return anchor + transformed, generated_targets, self.mv_loss(transformed, fd_frequent, fd_rare)
+        mv = self.mv_loss(transformed, fd_frequent, fd_rare, x[frequent_index])
+        return anchor + transformed, generated_targets, mv
 
-    def mv_loss(self, transformed, fd_frequent, fd_rare) -> torch.Tensor:
-        """Eq. 6, with cosine and norm over the channel vector at each spatial position (j, k)."""
+    def mv_loss(self, transformed, fd_frequent, fd_rare, x_frequent) -> torch.Tensor:
+        """Eq. 6, with cosine and norm over the channel vector at each spatial position (j, k).
+
+        The authors' code: cosine and norms over rows of x.view(-1, C) (departure mv_rows), and
+        the contrastive term on [x_freq, T(x_fd-freq)] (departure mv_pair).
+        """
         loss = transformed.new_zeros(())
         use_direction, use_length, use_contrast = self.mv_terms
+        rows = self.departures.mv_rows
         if use_direction:
-            cosine = F.cosine_similarity(transformed, fd_rare, dim=1)            # (M, H, W)
-            loss = loss + (cosine - 1).abs().sum(dim=(1, 2)).mean()
+            loss = loss + (mv_direction_rows if rows else mv_direction)(transformed, fd_rare)
         if use_length:
-            length_change = transformed.norm(dim=1) - fd_frequent.norm(dim=1)     # (M, H, W)
-            loss = loss + length_change.abs().sum(dim=(1, 2)).mean()
+            loss = loss + (mv_length_rows if rows else mv_length)(transformed, fd_frequent)
         if use_contrast:
-            logits = self.frozen_contrastive(transformed, fd_rare)
+            pair = (x_frequent, transformed) if self.departures.mv_pair else (transformed, fd_rare)
+            logits = self.frozen_contrastive(*pair)
             different = torch.full((len(logits),), DIFFERENT_CLASS, device=logits.device)
             loss = loss + F.cross_entropy(logits, different)                    # -<log gamma*>
         return loss
@@ -262,4 +290,16 @@ class RSG(nn.Module):
         return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
                 f"num_centers={self.num_centers}, frequent={int(self.is_frequent.sum())}, "
                 f"transfer_strength={self.transfer_strength}, threshold_epoch={self.threshold_epoch}, "
-                f"generation={self.generation!r}")
+                f"generation={self.generation!r}, variant={self.departures.name!r}")
+
+
+def mv_direction(transformed: torch.Tensor, fd_rare: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, first term: sum over positions of |cos(T(x_fd-freq), x_fd-rare) - 1|, mean over samples."""
+    cosine = F.cosine_similarity(transformed, fd_rare, dim=1)                # (M, H, W)
+    return (cosine - 1).abs().sum(dim=(1, 2)).mean()
+
+
+def mv_length(transformed: torch.Tensor, fd_frequent: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, second term: sum over positions of | ||T(x_fd-freq)|| - ||x_fd-freq|| |, mean over samples."""
+    length_change = transformed.norm(dim=1) - fd_frequent.norm(dim=1)         # (M, H, W)
+    return length_change.abs().sum(dim=(1, 2)).mean()

@@ -87,9 +87,21 @@ def cifar_config(dataset: str, profile: str, stem: str) -> str:
     return f"configs/{dataset}_{profile}/{stem}.yaml"
 
 
+# Which training subset each CIFAR number of the paper came from (data.subset, REFERENCE section 1):
+# its RSG rows (and the authors' own runs without RSG, Table 2's other backbones) were trained with
+# the authors' code, on the first n_i images per class; its ERM, Focal, CB Focal, CB RW, M-DRW and
+# LDAM-DRW rows are Cao et al.'s published numbers (cited [4], [6], [23]; Table 1's w/o-RSG cells
+# repeat Table 6's rho = 50 ones), trained on Cao et al.'s shuffled subset. Every cell's config sets it.
+SUBSET_FACET = "paper's subset"
+
+
+def paper_subset(rsg: bool, cao_et_al: bool = True) -> str:
+    return "ldam_drw" if cao_et_al and not rsg else "first"
+
+
 def cifar_facets(dataset: str, profile: str, rho: int, method: str, rsg: bool) -> tuple:
     return (("dataset", DATASETS[dataset]), ("profile", PROFILES[profile][0]), ("rho", str(rho)),
-            ("method", method), ("RSG", "w/" if rsg else "w/o"))
+            ("method", method), ("RSG", "w/" if rsg else "w/o"), (SUBSET_FACET, paper_subset(rsg)))
 
 
 def rsg_columns():
@@ -173,7 +185,8 @@ def table2() -> Table:
             config = (cifar_config(dataset, profile, method) if backbone == "resnet32"
                       else f"configs/table2/{dataset}_{profile}_{backbone}_{method}.yaml")
             facets = (("dataset", DATASETS[dataset]), ("profile", PROFILES[profile][0]), ("rho", "50"),
-                      ("backbone", row), ("RSG", "w/" if rsg else "w/o"))
+                      ("backbone", row), ("RSG", "w/" if rsg else "w/o"),
+                      (SUBSET_FACET, paper_subset(rsg, cao_et_al=backbone == "resnet32")))
             cells.append(Cell(row, column, config, paper, facets=facets))
     notes = ("Each config takes the ResNet-32 recipe and changes only `model.backbone`, as the authors' "
              "code does; RSG sits at each backbone's default position (docs/DESIGN.md, \"Backbones and "
@@ -425,8 +438,26 @@ def parse_args(argv=None):
                         help="comma-separated seeds (default: 0,1,2 for CIFAR, 0 for Tables 7-9)")
     parser.add_argument("--cells", default="*", help="run only the configs whose path matches this glob")
     parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
+    parser.add_argument("--subset", choices=("first", "ldam_drw"), default=None,
+                        help="CIFAR tables: train every cell on this subset (data.subset), so both sides of a "
+                             "comparison see the same images; runs go under <output-root>/subset_<name>. "
+                             "Default: each cell's config, the subset its paper number came from")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
     return parser.parse_args(argv)
+
+
+def apply_subset(table: Table, subset: Optional[str], output_root: str, overrides: list[str]):
+    """(output root, overrides) that train every cell of a CIFAR table on `subset` (None: each
+    config's own), each subset's runs in a folder of their own."""
+    for text in overrides:
+        if text.split("=", 1)[0].strip() == "data.subset":
+            raise UserError(f"override '{text}': use --subset, which keeps each subset's runs in their own folder")
+    if subset is None:
+        return output_root, overrides
+    if table.evaluate_test:
+        raise UserError(f"--subset is for the CIFAR tables (1, 2, 3, 5, 6); Table {table.number}'s "
+                        f"datasets come long-tailed")
+    return os.path.join(output_root, f"subset_{subset}"), [*overrides, f"data.subset={subset}"]
 
 
 @reports_user_errors
@@ -437,6 +468,7 @@ def main(argv=None) -> int:
     table = get_table(args.table)
     seeds = args.seeds or table.seeds
     overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
+    output_root, overrides = apply_subset(table, args.subset, output_root, overrides)
     jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
     pending = [job for job in jobs if not job.done]
     for job in jobs:

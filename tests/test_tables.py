@@ -237,7 +237,7 @@ def test_collector_prints_and_writes_the_table(table6_runs, tmp_path, capsys):
     md = markdown.read_text()
     assert "| ERM | 29.80 ± 1.21 (paper 29.64, +0.16) | not run yet (paper 25.19) |" in md
     assert "20.50 ± 0.71 (2/3 seeds) (paper 20.45, +0.05)" in md
-    assert ("| CIFAR-10 | long-tailed | 100 | ERM | w/o | `configs/cifar10_lt/erm_r100.yaml` | 29.64 | "
+    assert ("| CIFAR-10 | long-tailed | 100 | ERM | w/o | ldam_drw | `configs/cifar10_lt/erm_r100.yaml` | 29.64 | "
             "29.80 ± 1.21 | +0.16 | 3/3 |") in md
 
     with open(csv_path, newline="") as f:
