@@ -1,0 +1,279 @@
+"""Run many training commands at once, a few per device: the scheduler behind
+`scripts/paper_tables.py --jobs-per-gpu N`.
+
+A slot is a place where one run executes: a GPU (the run sees only that GPU, through
+CUDA_VISIBLE_DEVICES) or a share of the CPU cores. `--jobs-per-gpu N` makes N slots per GPU, or N
+CPU slots without GPUs; each run also gets OMP_NUM_THREADS = cores / slots, so that N processes do
+not each start one thread per core. Runs go to free slots in order; when one ends, the next starts.
+
+A run is a list of steps (train, then evaluate for Tables 7-9); a failed step ends its run and is
+reported, the other runs go on (`fail_fast` stops everything instead). SIGINT or SIGTERM to the
+runner (Ctrl-C) is forwarded once to every running command, which saves its checkpoint and exits
+(train.py's StopRequest), and no new run starts. Each command runs in its own session, so a Ctrl-C
+in the terminal reaches it only through the runner, exactly once: a second signal to train.py
+means "stop now, without saving".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+FINISHED, FAILED, INTERRUPTED, NOT_STARTED = "finished", "failed", "interrupted", "not started"
+
+
+@dataclass(frozen=True)
+class Slot:
+    label: str                      # where its runs execute, for the messages ("GPU 3", "CPU")
+    env: dict                       # environment variables set for its commands
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under Slurm or taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_env(threads: int) -> dict:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def device_slots(gpus: int, jobs_per_gpu: int, visible: list, cores: int) -> list[Slot]:
+    """`jobs_per_gpu` slots on each of the first `gpus` ids of `visible` (the CUDA device ids or
+    UUIDs the runner may use), or `jobs_per_gpu` CPU slots when gpus == 0 (CUDA hidden). Slots
+    alternate between GPUs, so that fewer runs than slots still spread over every GPU. Each slot
+    gets a fair share of the cores, at least one thread."""
+    if jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu must be at least 1, got {jobs_per_gpu}")
+    if gpus > len(visible):
+        raise ValueError(f"{gpus} GPUs asked for, {len(visible)} visible")
+    count = jobs_per_gpu * max(gpus, 1)
+    threads = thread_env(max(cores // count, 1))
+    if gpus == 0:
+        return [Slot("CPU", dict(threads, CUDA_VISIBLE_DEVICES=""))
+                for _ in range(count)]
+    return [Slot(f"GPU {device}", dict(threads, CUDA_VISIBLE_DEVICES=str(device)))
+            for _ in range(jobs_per_gpu) for device in visible[:gpus]]
+
+
+@dataclass
+class Task:
+    """One run: its steps, run one after another in one slot."""
+    name: str                                  # what the messages call it (the run folder)
+    steps: list                                # [(argv, stdout file or None)]; a failed step ends the run
+    log: Optional[str] = None                  # file that receives stdout and stderr (appended); None: the terminal
+    note: str = ""                             # shown when it starts, e.g. "resumes after epoch 12"
+    env: dict = field(default_factory=dict)    # extra environment variables for every step
+    finished_anyway: Optional[Callable[[], bool]] = None   # after an interruption: is there nothing left?
+
+
+@dataclass
+class Outcome:
+    task: Task
+    status: str = NOT_STARTED
+    exit_status: Optional[int] = None          # of the step that failed
+    seconds: float = 0.0
+    error: str = ""                            # the failed step's last output line, when logged
+    started: float = 0.0                       # time.time() of its first step
+
+
+@dataclass
+class Running:
+    slot: Slot
+    outcome: Outcome
+    step: int
+    process: subprocess.Popen
+    files: list                                # open files handed to the process
+    started: float
+
+
+def last_line(path: Optional[str]) -> str:
+    """The last non-empty line of a log (progress bars' carriage returns split lines too)."""
+    if not path or not os.path.isfile(path):
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - 8192, 0))
+        text = f.read().decode("utf-8", "replace")
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def describe_status(status: int) -> str:
+    if status < 0:
+        return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+class Pool:
+    """Runs tasks in slots; `run()` returns one Outcome per task, in order."""
+
+    def __init__(self, tasks: list[Task], slots: list[Slot], fail_fast: bool = False, out=None,
+                 poll_seconds: float = 0.2):
+        self.outcomes = [Outcome(task) for task in tasks]
+        self.slots, self.fail_fast, self.poll_seconds = slots, fail_fast, poll_seconds
+        self.out = out or sys.stdout
+        self.running: list[Running] = []
+        self.signals: list[int] = []       # received by the runner, in order
+        self.stopping = False              # no new run or step starts
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
+
+    def number(self, outcome: Outcome) -> str:
+        return f"{self.outcomes.index(outcome) + 1}/{len(self.outcomes)}"
+
+    # -- starting and ending steps ---------------------------------------------------------------
+
+    def start(self, slot: Slot, outcome: Outcome, step: int) -> None:
+        task = outcome.task
+        argv, stdout_path = task.steps[step]
+        env = dict(os.environ, **slot.env, **task.env)
+        files = []
+        log = None
+        if task.log:
+            os.makedirs(os.path.dirname(os.path.abspath(task.log)), exist_ok=True)
+            log = open(task.log, "a")
+            shown = " ".join(f"{k}={v}" for k, v in sorted(slot.env.items()))
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {slot.label} ({shown}): "
+                      f"{subprocess.list2cmdline(argv)}\n")
+            log.flush()
+            files.append(log)
+        stdout = log
+        if stdout_path:   # written whole or not at all (renamed on success)
+            stdout = open(stdout_path + ".partial", "w")
+            files.append(stdout)
+        process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log,
+                                   start_new_session=True)
+        if step == 0:
+            outcome.started = time.time()
+            note = f" ({task.note})" if task.note else ""
+            where = f"; log {task.log}" if task.log else ""
+            self.say(f"start {self.number(outcome)} {task.name} on {slot.label}{note}{where}")
+            if not task.log:
+                print(subprocess.list2cmdline(argv), file=self.out, flush=True)
+        self.running.append(Running(slot, outcome, step, process, files, time.time()))
+
+    def end(self, entry: Running, status: int) -> None:
+        """A step's process has exited with `status`: go on with the run, or record how it ended."""
+        self.running.remove(entry)
+        for f in entry.files:
+            f.close()
+        outcome, task = entry.outcome, entry.outcome.task
+        argv, stdout_path = task.steps[entry.step]
+        if stdout_path and status == 0:
+            os.replace(stdout_path + ".partial", stdout_path)
+            if not task.log:
+                with open(stdout_path) as f:
+                    print(f.read(), end="", file=self.out, flush=True)
+        outcome.seconds = time.time() - outcome.started
+        if status == 0 and entry.step + 1 < len(task.steps) and not self.stopping:
+            self.start(entry.slot, outcome, entry.step + 1)
+            return
+        if status == 0 and entry.step + 1 == len(task.steps):
+            outcome.status = FINISHED
+            self.say(f"finish {self.number(outcome)} {task.name} in {outcome.seconds:.0f} s")
+        elif self.stopping:
+            done = task.finished_anyway is not None and task.finished_anyway()
+            outcome.status = FINISHED if done else INTERRUPTED
+            self.say(f"{'finish' if done else 'stopped'} {self.number(outcome)} {task.name} "
+                     f"({describe_status(status)})")
+        else:
+            outcome.status, outcome.exit_status = FAILED, status
+            outcome.error = last_line(task.log)
+            where = f"; log {task.log}" if task.log else ""
+            self.say(f"FAILED {self.number(outcome)} {task.name} ({describe_status(status)}) after "
+                     f"{outcome.seconds:.0f} s{': ' + outcome.error if outcome.error else ''}{where}")
+            if self.fail_fast:
+                self.stop_all(signal.SIGINT, "--fail-fast: stopping the other runs (they save their checkpoints)")
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def stop_all(self, number: int, message: str) -> None:
+        self.stopping = True
+        if self.running:
+            self.say(message)
+        for entry in self.running:
+            if entry.process.poll() is None:
+                entry.process.send_signal(number)
+
+    def on_signal(self, number: int, frame) -> None:
+        self.signals.append(number)
+        if len(self.signals) >= 3:       # the runs ignore the signals: end them
+            self.stop_all(signal.SIGKILL, "third signal: killing the runs")
+        elif len(self.signals) == 2:     # train.py stops at once on a second signal, without saving
+            self.stop_all(number, "second signal: the runs stop now, without saving the current epoch")
+        else:
+            self.stop_all(number, f"signal {number}: stopping the runs (they save their checkpoints); "
+                                  "a second Ctrl-C stops them without saving")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> list[Outcome]:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if in_main_thread:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, self.on_signal)
+        try:
+            self.loop()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        return self.outcomes
+
+    def loop(self) -> None:
+        queue = deque(self.outcomes)
+        free = deque(self.slots)
+        while True:
+            while free and queue and not self.stopping:
+                self.start(free.popleft(), queue.popleft(), 0)
+            if not self.running:
+                return
+            time.sleep(self.poll_seconds)
+            for entry in list(self.running):
+                status = entry.process.poll()
+                if status is not None:
+                    self.end(entry, status)
+                    if not any(r.slot is entry.slot for r in self.running):
+                        free.append(entry.slot)
+
+
+def run_tasks(tasks: list[Task], slots: list[Slot], fail_fast: bool = False, out=None) -> tuple[list[Outcome], int]:
+    """Run the tasks; returns the outcomes and the exit status: 0 when every task finished,
+    128 + the signal number when stopped by a signal, 1 otherwise."""
+    pool = Pool(tasks, slots, fail_fast, out)
+    outcomes = pool.run()
+    if pool.signals:
+        return outcomes, 128 + pool.signals[0]
+    return outcomes, 0 if all(o.status == FINISHED for o in outcomes) else 1
+
+
+def summary(outcomes: list[Outcome], done_before: int = 0) -> list[str]:
+    """The closing lines: counts, then each failed run with its error and log, then what is left."""
+    count = {status: sum(o.status == status for o in outcomes) for status in (FINISHED, FAILED, INTERRUPTED,
+                                                                              NOT_STARTED)}
+    left = count[INTERRUPTED] + count[NOT_STARTED]
+    lines = [f"summary: {count[FINISHED]} finished, {count[FAILED]} failed, {left} left "
+             f"({count[INTERRUPTED]} interrupted, {count[NOT_STARTED]} not started)"
+             + (f"; {done_before} were done already" if done_before else "")]
+    for o in outcomes:
+        if o.status == FAILED:
+            log = o.task.log or "the output above"
+            error = f": {o.error}" if o.error else ""
+            lines.append(f"  failed: {o.task.name} ({describe_status(o.exit_status)}){error}; see {log}")
+    for o in outcomes:
+        if o.status in (INTERRUPTED, NOT_STARTED):
+            lines.append(f"  left ({o.status}): {o.task.name}")
+    if count[FAILED] or left:
+        lines.append("Run the same command again: finished runs are skipped, the others resume or start.")
+    return lines
