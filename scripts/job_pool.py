@@ -12,11 +12,19 @@ runner (Ctrl-C) is forwarded once to every running command, which saves its chec
 (train.py's StopRequest), and no new run starts. Each command runs in its own session, so a Ctrl-C
 in the terminal reaches it only through the runner, exactly once: a second signal to train.py
 means "stop now, without saving".
+
+It also runs any list of commands, one per line (no shell; `#` starts a comment line):
+
+    python scripts/job_pool.py --gpus 1 --jobs-per-gpu 3 commands.txt
+
+A command's log is `<its output_dir=...>.log`, else `<commands file>.line<N>.log`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,6 +33,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from engine.errors import UserError, reports_user_errors  # noqa: E402
 
 FINISHED, FAILED, INTERRUPTED, NOT_STARTED = "finished", "failed", "interrupted", "not started"
 
@@ -62,6 +76,51 @@ def device_slots(gpus: int, jobs_per_gpu: int, visible: list, cores: int) -> lis
                 for _ in range(count)]
     return [Slot(f"GPU {device}", dict(threads, CUDA_VISIBLE_DEVICES=str(device)))
             for _ in range(jobs_per_gpu) for device in visible[:gpus]]
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use: CUDA_VISIBLE_DEVICES's entries (ids or UUIDs, up to
+    the first invalid one, as CUDA reads it) when set, else 0 .. torch.cuda.device_count() - 1."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        import torch
+
+        return [str(index) for index in range(torch.cuda.device_count())]
+    devices = []
+    for entry in (e.strip() for e in listed.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        devices.append(entry)
+    return devices
+
+
+def runner_slots(gpus: Optional[int], jobs_per_gpu: Optional[int]) -> list[Slot]:
+    """Where the runs execute: one run at a time on what --gpus names, or --jobs-per-gpu per GPU."""
+    if gpus is not None and gpus < 0:
+        raise UserError(f"--gpus {gpus}: give 0 (the CPU) or a number of GPUs")
+    if jobs_per_gpu is None:
+        if gpus == 0:
+            return [Slot("the CPU", {"CUDA_VISIBLE_DEVICES": ""})]
+        return [Slot(f"{gpus} GPUs (torchrun)" if gpus and gpus > 1 else "the configured device", {})]
+    if jobs_per_gpu < 1:
+        raise UserError(f"--jobs-per-gpu {jobs_per_gpu}: give the number of runs to keep going per GPU, 1 or more")
+    visible = visible_gpus() if gpus != 0 else []
+    gpus = len(visible) if gpus is None else gpus
+    if gpus > len(visible):
+        source = ("CUDA_VISIBLE_DEVICES=" + os.environ["CUDA_VISIBLE_DEVICES"]
+                  if "CUDA_VISIBLE_DEVICES" in os.environ else "torch.cuda.device_count()")
+        fewer = f"--gpus {len(visible)} or fewer, or " if visible else ""
+        raise UserError(f"--gpus {gpus}: {len(visible)} CUDA devices are visible ({source}); use {fewer}"
+                        f"--gpus 0 to run on the CPU")
+    return device_slots(gpus, jobs_per_gpu, visible, available_cores())
+
+
+def describe_slots(slots: list[Slot]) -> str:
+    labels = [slot.label for slot in slots]
+    counts = {label: labels.count(label) for label in labels}
+    threads = slots[0].env.get("OMP_NUM_THREADS")  # the same in every slot
+    where = ", ".join(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
+    return f"{len(slots)} at a time on {where}" + (f" ({threads} threads each)" if threads else "")
 
 
 @dataclass
@@ -277,3 +336,50 @@ def summary(outcomes: list[Outcome], done_before: int = 0) -> list[str]:
     if count[FAILED] or left:
         lines.append("Run the same command again: finished runs are skipped, the others resume or start.")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: a file of commands
+
+
+def read_commands(path: str) -> list[list[str]]:
+    """[(line number, argv)] of the file's non-empty, non-comment lines."""
+    if not os.path.isfile(path):
+        raise UserError(f"commands file not found: {path}")
+    commands = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    commands.append((number, shlex.split(line)))
+                except ValueError as error:
+                    raise UserError(f"{path}:{number}: {error} (one command per line, quoted as in a shell)")
+    return commands
+
+
+def command_task(path: str, number: int, argv: list[str]) -> Task:
+    output_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")), None)
+    if output_dir:
+        return Task(output_dir, [(argv, None)], output_dir.rstrip("/") + ".log")
+    return Task(f"{path}:{number}", [(argv, None)], f"{path}.line{number}.log")
+
+
+@reports_user_errors
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("commands", help="a file with one command per line")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one); 0: the CPU")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="N", help="commands at once per GPU (or CPU)")
+    parser.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed command")
+    args = parser.parse_args(argv)
+    tasks = [command_task(args.commands, number, command) for number, command in read_commands(args.commands)]
+    slots = runner_slots(args.gpus, args.jobs_per_gpu)
+    print(f"{len(tasks)} commands, {describe_slots(slots)}", file=sys.stderr)
+    outcomes, status = run_tasks(tasks, slots, args.fail_fast)
+    for line in summary(outcomes):
+        print(line, file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,7 +43,7 @@ if ROOT not in sys.path:
 
 from engine.config import load_config  # noqa: E402
 from engine.errors import UserError, reports_user_errors  # noqa: E402
-from scripts.job_pool import Slot, Task, available_cores, device_slots, run_tasks, summary  # noqa: E402
+from scripts.job_pool import Task, describe_slots, run_tasks, runner_slots, summary  # noqa: E402
 
 TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test
 TEST_LOG = "eval_test.txt"          # eval.py's printed table
@@ -438,51 +438,6 @@ def parse_args(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
     return parser.parse_args(argv)
-
-
-def visible_gpus() -> list[str]:
-    """The CUDA devices this process may use: CUDA_VISIBLE_DEVICES's entries (ids or UUIDs, up to
-    the first invalid one, as CUDA reads it) when set, else 0 .. torch.cuda.device_count() - 1."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is None:
-        import torch
-
-        return [str(index) for index in range(torch.cuda.device_count())]
-    devices = []
-    for entry in (e.strip() for e in listed.split(",")):
-        if not entry or entry.startswith("-"):
-            break
-        devices.append(entry)
-    return devices
-
-
-def runner_slots(gpus: Optional[int], jobs_per_gpu: Optional[int]) -> list[Slot]:
-    """Where the runs execute: one run at a time on what --gpus names, or --jobs-per-gpu per GPU."""
-    if gpus is not None and gpus < 0:
-        raise UserError(f"--gpus {gpus}: give 0 (the CPU) or a number of GPUs")
-    if jobs_per_gpu is None:
-        if gpus == 0:
-            return [Slot("the CPU", {"CUDA_VISIBLE_DEVICES": ""})]
-        return [Slot(f"{gpus} GPUs (torchrun)" if gpus and gpus > 1 else "the configured device", {})]
-    if jobs_per_gpu < 1:
-        raise UserError(f"--jobs-per-gpu {jobs_per_gpu}: give the number of runs to keep going per GPU, 1 or more")
-    visible = visible_gpus() if gpus != 0 else []
-    gpus = len(visible) if gpus is None else gpus
-    if gpus > len(visible):
-        source = ("CUDA_VISIBLE_DEVICES=" + os.environ["CUDA_VISIBLE_DEVICES"]
-                  if "CUDA_VISIBLE_DEVICES" in os.environ else "torch.cuda.device_count()")
-        fewer = f"--gpus {len(visible)} or fewer, or " if visible else ""
-        raise UserError(f"--gpus {gpus}: {len(visible)} CUDA devices are visible ({source}); use {fewer}"
-                        f"--gpus 0 to run on the CPU")
-    return device_slots(gpus, jobs_per_gpu, visible, available_cores())
-
-
-def describe_slots(slots: list[Slot]) -> str:
-    labels = [slot.label for slot in slots]
-    counts = {label: labels.count(label) for label in labels}
-    threads = slots[0].env.get("OMP_NUM_THREADS")  # the same in every slot
-    where = ", ".join(f"{label} x{n}" if n > 1 else label for label, n in counts.items())
-    return f"{len(slots)} at a time on {where}" + (f" ({threads} threads each)" if threads else "")
 
 
 def run_log(job: Job) -> str:

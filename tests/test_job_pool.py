@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from engine.errors import UserError
+from scripts import job_pool
 from scripts.job_pool import (FAILED, FINISHED, INTERRUPTED, NOT_STARTED, Task, device_slots, run_tasks,
                               summary)
 
@@ -151,3 +153,33 @@ def test_a_signal_to_the_runner_stops_every_run_once(tmp_path):
     assert [o.status for o in outcomes] == [INTERRUPTED, INTERRUPTED, NOT_STARTED]
     assert os.path.exists(tasks[0].name + ".saved") and os.path.exists(tasks[1].name + ".saved")
     assert signal.getsignal(signal.SIGINT) is before      # the previous handler is back
+
+
+def test_commands_file_runs_each_line_with_its_own_log(tmp_path, capsys):
+    commands = tmp_path / "commands.txt"
+    commands.write_text(f"# two stand-in runs\n{sys.executable} -c 'print(\"first\")' output_dir={tmp_path}/a\n\n"
+                        f"{sys.executable} -c 'raise SystemExit(5)'\n")
+    assert job_pool.main([str(commands), "--gpus", "0", "--jobs-per-gpu", "2"]) == 1
+    assert "first" in (tmp_path / "a.log").read_text()
+    assert (tmp_path / "commands.txt.line4.log").exists()
+    err = capsys.readouterr().err
+    assert "2 commands, 2 at a time on CPU x2" in err
+    assert "summary: 1 finished, 1 failed, 0 left" in err and f"failed: {commands}:4 (exit status 5)" in err
+    assert job_pool.main([str(tmp_path / "missing.txt")]) == 2
+    assert "error: commands file not found" in capsys.readouterr().err
+
+
+def test_runner_slots_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    slots = job_pool.runner_slots(None, 2)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["3", "5", "3", "5"]
+    assert job_pool.describe_slots(slots).startswith("4 at a time on GPU 3 x2, GPU 5 x2")
+    with pytest.raises(UserError, match=r"--gpus 3: 2 CUDA devices are visible \(CUDA_VISIBLE_DEVICES=3,5\); "
+                                        r"use --gpus 2 or fewer"):
+        job_pool.runner_slots(3, 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")       # CUDA's way of hiding every GPU
+    assert [s.label for s in job_pool.runner_slots(None, 2)] == ["CPU", "CPU"]
+    assert job_pool.runner_slots(None, None)[0].env == {}   # one run at a time: the environment untouched
+    assert job_pool.runner_slots(0, None)[0].env == {"CUDA_VISIBLE_DEVICES": ""}
+    with pytest.raises(UserError, match="--jobs-per-gpu 0"):
+        job_pool.runner_slots(1, 0)
