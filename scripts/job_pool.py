@@ -23,6 +23,7 @@ A command's log is `<its output_dir=...>.log`, else `<commands file>.line<N>.log
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -152,6 +153,17 @@ class Running:
     process: subprocess.Popen
     files: list                                # open files handed to the process
     started: float
+    signals_sent: int = 0                      # how many of the runner's signals it has been sent
+
+
+@contextlib.contextmanager
+def signals_blocked():
+    """SIGINT and SIGTERM held back (delivered on leaving) in this thread."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def last_line(path: Optional[str]) -> str:
@@ -181,6 +193,7 @@ class Pool:
         self.out = out or sys.stdout
         self.running: list[Running] = []
         self.signals: list[int] = []       # received by the runner, in order
+        self.announced = 0                 # how many of them have been reported
         self.stopping = False              # no new run or step starts
 
     # -- messages ------------------------------------------------------------------------------
@@ -213,6 +226,12 @@ class Pool:
             files.append(stdout)
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log,
                                    start_new_session=True)
+        entry = Running(slot, outcome, step, process, files, time.time())
+        # Signals are blocked while the process joins the list (not around Popen: the child would
+        # inherit the mask), so that it gets every signal the runner received, exactly once.
+        with signals_blocked():
+            self.running.append(entry)
+            self.forward_signals(entry)
         if step == 0:
             outcome.started = time.time()
             note = f" ({task.note})" if task.note else ""
@@ -220,7 +239,6 @@ class Pool:
             self.say(f"start {self.number(outcome)} {task.name} on {slot.label}{note}{where}")
             if not task.log:
                 print(subprocess.list2cmdline(argv), file=self.out, flush=True)
-        self.running.append(Running(slot, outcome, step, process, files, time.time()))
 
     def end(self, entry: Running, status: int) -> None:
         """A step's process has exited with `status`: go on with the run, or record how it ended."""
@@ -258,6 +276,7 @@ class Pool:
     # -- signals ---------------------------------------------------------------------------------
 
     def stop_all(self, number: int, message: str) -> None:
+        """--fail-fast: send `number` to every running command; start nothing more."""
         self.stopping = True
         if self.running:
             self.say(message)
@@ -266,14 +285,29 @@ class Pool:
                 entry.process.send_signal(number)
 
     def on_signal(self, number: int, frame) -> None:
+        """The runner's handler: forward at once, report later (printing here could re-enter a
+        print the main code was in)."""
         self.signals.append(number)
-        if len(self.signals) >= 3:       # the runs ignore the signals: end them
-            self.stop_all(signal.SIGKILL, "third signal: killing the runs")
-        elif len(self.signals) == 2:     # train.py stops at once on a second signal, without saving
-            self.stop_all(number, "second signal: the runs stop now, without saving the current epoch")
-        else:
-            self.stop_all(number, f"signal {number}: stopping the runs (they save their checkpoints); "
-                                  "a second Ctrl-C stops them without saving")
+        self.stopping = True
+        for entry in self.running:
+            self.forward_signals(entry)
+
+    def forward_signals(self, entry: Running) -> None:
+        """Send `entry` the runner's signals it has not had: the first as received (train.py saves
+        and stops), the second too (train.py stops at once, without saving), then SIGKILL."""
+        while entry.signals_sent < len(self.signals):
+            number = self.signals[entry.signals_sent] if entry.signals_sent < 2 else signal.SIGKILL
+            entry.signals_sent += 1
+            if entry.process.poll() is None:
+                entry.process.send_signal(number)
+
+    def announce_signals(self) -> None:
+        messages = {0: "stopping the runs (they save their checkpoints); a second Ctrl-C stops them without "
+                       "saving", 1: "the runs stop now, without saving the current epoch"}
+        while self.announced < len(self.signals):
+            self.say(f"signal {self.signals[self.announced]}: "
+                     f"{messages.get(self.announced, 'killing the runs (SIGKILL)')}")
+            self.announced += 1
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -299,6 +333,7 @@ class Pool:
             if not self.running:
                 return
             time.sleep(self.poll_seconds)
+            self.announce_signals()
             for entry in list(self.running):
                 status = entry.process.poll()
                 if status is not None:

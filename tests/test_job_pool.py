@@ -183,3 +183,26 @@ def test_runner_slots_follow_cuda_visible_devices(monkeypatch):
     assert job_pool.runner_slots(0, None)[0].env == {"CUDA_VISIBLE_DEVICES": ""}
     with pytest.raises(UserError, match="--jobs-per-gpu 0"):
         job_pool.runner_slots(1, 0)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_signals_are_forwarded_once_each_and_the_third_kills(tmp_path):
+    """A command that counts the SIGINTs it gets and ignores them: it sees the runner's first and
+    second, one each (not also the terminal's), and the third signal becomes SIGKILL."""
+    counted = tmp_path / "count"
+    stubborn = (f"import signal, time\nn = 0\ndef count(*_):\n    global n\n    n += 1\n"
+                f"    open({str(counted)!r}, 'w').write(str(n))\nsignal.signal(signal.SIGINT, count)\n"
+                "time.sleep(60)\ntime.sleep(60)\ntime.sleep(60)\n")
+    task = Task("stubborn", [([sys.executable, "-c", stubborn], None)], log=str(tmp_path / "stubborn.log"))
+    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)) for delay in (1.5, 2.5, 3.5)]
+    for timer in timers:
+        timer.start()
+    started = time.time()
+    try:
+        outcomes, status = run_tasks([task], device_slots(0, 1, [], cores=1), out=io.StringIO())
+    finally:
+        for timer in timers:
+            timer.cancel()
+    assert time.time() - started < 30
+    assert counted.read_text() == "2"
+    assert outcomes[0].status == INTERRUPTED and status == 128 + signal.SIGINT
