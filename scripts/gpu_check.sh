@@ -7,10 +7,10 @@
 #      seeds each, all at once (scripts/job_pool.py, JOBS_PER_GPU per GPU), with their final test errors.
 # Usage: bash scripts/gpu_check.sh ZIP_OR_FOLDER OUT_DIR [SEEDS] [extra key=value ...]
 #   ZIP_OR_FOLDER: cifar10-jpeg.zip or the unzipped cifar10-jpeg folder (train/, test/).
-#   Environment: BENCH_STEPS (50), PROFILE_STEPS (20), JOBS_PER_GPU (default: all 2 x SEEDS runs at
-#   once), GPUS (default: every visible GPU; 0 the CPU).
-#   CPU dry check: BENCH_STEPS=2 PROFILE_STEPS=2 and extras such as train.epochs=1 train.device=cpu
-#   data.max_per_class=300
+#   Environment: BENCH_STEPS (50), BENCH_ARGS (more scripts/benchmark.py options), PROFILE_STEPS (20),
+#   JOBS_PER_GPU (default: all 2 x SEEDS runs at once), GPUS (default: every visible GPU; 0 the CPU).
+#   CPU dry check: BENCH_STEPS=2 BENCH_ARGS='--precisions none --warmup 1' PROFILE_STEPS=2 and extras
+#   such as train.epochs=1 train.device=cpu data.max_per_class=300
 set -euo pipefail
 source=$1; out=$2; seeds=${3:-1}; shift $(( $# >= 3 ? 3 : $# ))
 python=${PYTHON:-python}
@@ -20,8 +20,8 @@ if [ -d "$source" ]; then root=$source; else
 rsg=configs/fast/cifar10_jpeg_lt_ldam_drw_rsg_r100.yaml
 base=configs/fast/cifar10_jpeg_lt_ldam_drw_r100.yaml
 "$python" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$out/device.txt"
-"$python" scripts/benchmark.py --config "$rsg" --steps "${BENCH_STEPS:-50}" --full-run --full-run-dir "$out/full_run" \
-  data.root="$root" "$@" 2>"$out/benchmark.log" | tee "$out/benchmark.md"
+"$python" scripts/benchmark.py --config "$rsg" --steps "${BENCH_STEPS:-50}" ${BENCH_ARGS:-} --full-run \
+  --full-run-dir "$out/full_run" data.root="$root" "$@" 2>"$out/benchmark.log" | tee "$out/benchmark.md"
 "$python" scripts/profile_step.py --config "$rsg" --steps "${PROFILE_STEPS:-20}" data.root="$root" "$@" \
   2>"$out/profile.log" | tee "$out/profile.md" || echo "FAILED: the profile (see $out/profile.log)"
 commands="$out/runs.txt"
