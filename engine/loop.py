@@ -117,8 +117,7 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
         steps += 1
         at_log_step = (step + 1) % log_every == 0
         if at_log_step:
-            check_finite(sums["total"], epoch, step)
-            values = {name: float(losses[name]) for name in LOSS_TERMS}
+            values = logged_values(losses, sums["total"], epoch, step)   # the logging step's one sync
             values["generated"] = batch_generated
             bar.set_postfix(loss=f"{values['total']:.3f}", gen=batch_generated)
             if log_step is not None:
@@ -132,22 +131,35 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
     if steps == 0:
         raise RuntimeError("the training loader yielded no batch: the training set is smaller than "
                            "data.batch_size (batches are drop_last)")
-    check_finite(sums["total"], epoch, step)
-    totals = torch.stack([sums[name] for name in LOSS_TERMS] + [correct.to(sums["total"].dtype)])
+    # One all-reduce and one host read for the epoch's numbers; the finiteness check comes after
+    # the all-reduce, so that under torchrun every rank sees a non-finite sum and stops alike.
+    sums_and_correct = torch.stack([sums[name].double() for name in LOSS_TERMS] + [correct.double()])
     counts = torch.tensor([seen, generated, steps], dtype=torch.float64, device=device)
-    totals, counts = all_reduce_sum(totals).tolist(), all_reduce_sum(counts).tolist()
-    seen, generated, steps = counts       # summed over ranks (one process: unchanged)
-    metrics = {f"loss_{name}": totals[i] / steps for i, name in enumerate(LOSS_TERMS)}
-    metrics["accuracy"] = 100.0 * totals[-1] / seen
+    totals = all_reduce_sum(torch.cat([sums_and_correct, counts])).tolist()
+    losses_sum, correct_sum, (seen, generated, steps) = totals[:len(LOSS_TERMS)], totals[len(LOSS_TERMS)], totals[-3:]
+    raise_if_not_finite(losses_sum[LOSS_TERMS.index("total")], epoch, step)
+    metrics = {f"loss_{name}": losses_sum[i] / steps for i, name in enumerate(LOSS_TERMS)}
+    metrics["accuracy"] = 100.0 * correct_sum / seen
     metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
     metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
     return EpochResult(metrics=metrics)
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
-    value = float(loss_sum)
+    raise_if_not_finite(float(loss_sum), epoch, step)
+
+
+def raise_if_not_finite(value: float, epoch: int, step: int) -> None:
     if not math.isfinite(value):
         raise NonFiniteLoss(epoch, step, value)
+
+
+def logged_values(losses: dict, loss_sum: torch.Tensor, epoch: int, step: int) -> dict:
+    """The step's losses as floats, after checking that the running loss sum is finite: one read
+    from the device (a host synchronisation) for all of them."""
+    numbers = torch.stack([loss_sum.float()] + [losses[name].float() for name in LOSS_TERMS]).tolist()
+    raise_if_not_finite(numbers[0], epoch, step)
+    return dict(zip(LOSS_TERMS, numbers[1:]))
 
 
 @torch.no_grad()

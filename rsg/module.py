@@ -227,8 +227,12 @@ class RSG(nn.Module):
         (`rsg.authors.pair_like_authors`).
         """
         frequent_mask = self.is_frequent[targets]
-        frequent = frequent_mask.nonzero().squeeze(1)
-        rare = (~frequent_mask).nonzero().squeeze(1)
+        # M depends on the labels, so the host must read one number: this is the step's only host
+        # synchronisation. A stable sort puts the frequent indices first, each side in batch order
+        # (what two nonzero() calls give, at the cost of two synchronisations).
+        num_frequent = int(frequent_mask.sum())
+        by_side = torch.sort((~frequent_mask).to(torch.uint8), stable=True).indices
+        frequent, rare = by_side[:num_frequent], by_side[num_frequent:]
         if self.departures.swapped_pairing:
             return pair_like_authors(frequent, rare, self.transfer_strength)
         per_rare = num_generated_per_rare(len(frequent), len(rare), self.transfer_strength)

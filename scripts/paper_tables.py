@@ -3,6 +3,7 @@
     python scripts/paper_tables.py --table 6 --dry-run                # the commands, one per line
     python scripts/paper_tables.py --table 6 --data-root /data --gpus 4 --seeds 0,1,2 [key=value ...]
     python scripts/paper_tables.py --table 7 --cells 'configs/inat2018/*_1x_*' --data-root /data/inat
+    python scripts/paper_tables.py --table 6 --data-root /data --gpus 1 --jobs-per-gpu 6   # 6 runs at once
 
 Each table is a grid of cells (the paper's rows and columns); a cell names the config that trains
 it, the paper's number and what is measured (top-1 error, top-1 accuracy, or a shot group's
@@ -12,7 +13,11 @@ accuracy). Every (config, seed) of a table trains once into
 
 with `train.seed=k output_dir=<that folder>` (a config shared by several tables, e.g. LDAM-DRW-RSG at
 rho = 50 in Tables 1, 3, 5 and 6, trains once). Finished runs are skipped, interrupted ones continue
-(`--resume auto`). The large-scale tables (7-9) select best.pt on the validation list; after
+(`--resume auto`). By default the runs go one after another, each on all of `--gpus`; with
+`--jobs-per-gpu N` N runs go at once on each GPU (or on the CPU), each logging to `<folder>.log`
+(scripts/job_pool.py). A failed run is reported and the others go on (`--fail-fast`: stop them);
+Ctrl-C stops every run with its checkpoint saved. The last lines say what finished, failed and is
+left; the exit status is 0 only when every run finished. The large-scale tables (7-9) select best.pt on the validation list; after
 training, `eval.py --checkpoint <run>/best.pt --split test` writes the test numbers into the run
 (best.per_class.csv, eval_test.txt), where scripts/collect_results.py reads them.
 
@@ -28,7 +33,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -39,6 +43,7 @@ if ROOT not in sys.path:
 
 from engine.config import load_config  # noqa: E402
 from engine.errors import UserError, reports_user_errors  # noqa: E402
+from scripts.job_pool import Task, describe_slots, run_tasks, runner_slots, summary  # noqa: E402
 
 TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test
 TEST_LOG = "eval_test.txt"          # eval.py's printed table
@@ -339,6 +344,7 @@ class Job:
     config: str
     seed: int
     folder: str
+    epochs: int = 0                   # the config's train.epochs: finished at its last epoch
     train: Optional[list] = None      # train.py command; None once training is finished
     evaluate: Optional[list] = None   # eval.py command (large scale); None when not needed or done
     notes: list = field(default_factory=list)
@@ -353,6 +359,18 @@ class Job:
         if self.evaluate:
             parts.append(f"{shlex.join(self.evaluate)} > {shlex.quote(os.path.join(self.folder, TEST_LOG))}")
         return " && ".join(parts)
+
+    def nothing_left(self) -> bool:
+        """Whether the folder now holds the finished run (and its test evaluation, if needed)."""
+        trained = training_finished(self.folder, self.epochs)
+        return trained and (self.evaluate is None or os.path.isfile(os.path.join(self.folder, TEST_CSV)))
+
+    def task(self, log: Optional[str]) -> Task:
+        """The job for scripts/job_pool.py: train, then evaluate into TEST_LOG (kept only on success)."""
+        steps = [(self.train, None)] if self.train else []
+        if self.evaluate:
+            steps.append((self.evaluate, os.path.join(self.folder, TEST_LOG)))
+        return Task(self.folder, steps, log, "; ".join(self.notes), finished_anyway=self.nothing_left)
 
 
 def train_launcher(gpus: int) -> list[str]:
@@ -374,7 +392,7 @@ def plan_job(table: Table, config: str, seed: int, output_root: str, gpus: int, 
     folder = run_dir(output_root, config, seed)
     run_overrides = [f"train.seed={seed}", f"output_dir={folder}", *overrides]
     cfg = load_config(os.path.join(ROOT, config), run_overrides)   # checks the config and the overrides now
-    job = Job(config, seed, folder)
+    job = Job(config, seed, folder, cfg.train.epochs)
     if not training_finished(folder, cfg.train.epochs):
         job.train = [*train_launcher(gpus), "--config", config, "--resume", "auto", *run_overrides]
         if os.path.isfile(os.path.join(folder, "last.pt")):
@@ -391,22 +409,6 @@ def plan(table: Table, seeds, output_root: str = "runs", gpus: int = 1, override
     if not configs:
         raise UserError(f"--cells {cells!r} matches no config of Table {table.number}")
     return [plan_job(table, config, seed, output_root, gpus, list(overrides)) for config in configs for seed in seeds]
-
-
-def execute(job: Job) -> int:
-    """Train and/or evaluate one job (from the repository root); the exit status of the first failure."""
-    if job.train:
-        status = subprocess.call(job.train)
-        if status:
-            return status
-    if job.evaluate:
-        result = subprocess.run(job.evaluate, stdout=subprocess.PIPE, text=True)
-        print(result.stdout, end="")
-        if result.returncode:
-            return result.returncode
-        with open(os.path.join(job.folder, TEST_LOG), "w") as f:
-            f.write(result.stdout)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,7 +433,16 @@ def parse_seeds(text: str) -> tuple:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, required=True, help=f"one of {', '.join(map(str, TABLES))}")
-    parser.add_argument("--gpus", type=int, default=1, help="1: python train.py; N > 1: torchrun with N processes")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="without --jobs-per-gpu: 1 (default) python train.py, N > 1 torchrun with N processes "
+                             "per run, 0 the CPU; with it: how many GPUs to use (default: every visible one), "
+                             "0 the CPU")
+    parser.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
+                        help="run N runs at once on each GPU (one GPU per run), or N on the CPU with --gpus 0 or "
+                             "without GPUs (each with cores / N threads); one log per run beside its folder")
+    parser.add_argument("--fail-fast", action="store_true",
+                        help="at the first failed run, stop the others (they save their checkpoints) and start no "
+                             "more; by default the other runs go on")
     parser.add_argument("--data-root", default=None, help="data.root for every run (default: each config's)")
     parser.add_argument("--output-root", default="runs", help="run folders go under it (default: runs)")
     parser.add_argument("--seeds", type=parse_seeds, default=None,
@@ -460,6 +471,11 @@ def apply_subset(table: Table, subset: Optional[str], output_root: str, override
     return os.path.join(output_root, f"subset_{subset}"), [*overrides, f"data.subset={subset}"]
 
 
+def run_log(job: Job) -> str:
+    """Beside the run folder, not in it: train.py owns the folder (and --overwrite may empty it)."""
+    return job.folder + ".log"
+
+
 @reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -469,25 +485,31 @@ def main(argv=None) -> int:
     seeds = args.seeds or table.seeds
     overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
     output_root, overrides = apply_subset(table, args.subset, output_root, overrides)
-    jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
+    parallel = args.jobs_per_gpu is not None
+    if parallel and not any(o.split("=", 1)[0].strip() == "train.progress" for o in overrides):
+        overrides.append("train.progress=false")   # a progress bar in a log file is noise
+    launcher_gpus = 1 if parallel or args.gpus is None else args.gpus
+    jobs = plan(table, seeds, output_root, launcher_gpus, overrides, args.cells)
+    slots = None if args.dry_run else runner_slots(args.gpus, args.jobs_per_gpu)
     pending = [job for job in jobs if not job.done]
     for job in jobs:
         if job.done:
             print(f"done: {job.folder}", file=sys.stderr)
-    print(f"Table {table.number}: {len(jobs)} runs ({len(jobs) // len(seeds)} configs x {len(seeds)} "
-          f"seed{'s' if len(seeds) > 1 else ''}), "
-          f"{len(jobs) - len(pending)} done, {len(pending)} to run", file=sys.stderr)
-    for index, job in enumerate(pending, 1):
-        if args.dry_run:
+    header = (f"Table {table.number}: {len(jobs)} runs ({len(jobs) // len(seeds)} configs x {len(seeds)} "
+              f"seed{'s' if len(seeds) > 1 else ''}), {len(jobs) - len(pending)} done, {len(pending)} to run")
+    if args.dry_run:
+        print(header, file=sys.stderr)
+        for job in pending:
             print(job.shell())
-            continue
-        print(f"[{index}/{len(pending)}] {job.shell()}" + "".join(f"  ({n})" for n in job.notes), flush=True)
-        status = execute(job)
-        if status:
-            print(f"error: {job.folder} failed (exit status {status}); finished runs are kept, run the "
-                  f"same command again to continue", file=sys.stderr)
-            return status
-    return 0
+        return 0
+    print(f"{header}; {describe_slots(slots)}", file=sys.stderr)
+    if not pending:
+        return 0
+    tasks = [job.task(run_log(job) if parallel else None) for job in pending]
+    outcomes, status = run_tasks(tasks, slots, args.fail_fast)
+    for line in summary(outcomes, len(jobs) - len(pending)):
+        print(line, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
