@@ -24,6 +24,7 @@ from engine.errors import UserError
 from engine.loop import predict_logits
 from engine.metrics import SHOT_GROUPS, accuracy_report
 from losses.logit_adjusted import log_prior
+from models import classifier_kind
 
 
 def posthoc_kind(cfg) -> str:
@@ -39,11 +40,12 @@ class Correction:
     log_prior: Optional[torch.Tensor] = None     # (C,), logit_adjust
     bias: Optional[torch.Tensor] = None          # (C,), tau_norm (zeros for a head without bias)
     norms: Optional[torch.Tensor] = None         # (C,) ||w_c||, tau_norm
+    logit_scale: float = 1.0                     # cosine heads: the loss's s (the softmax saw s * cos)
 
     def apply(self, logits: torch.Tensor, tau: float) -> torch.Tensor:
         """logits (N, C) -> corrected logits (N, C)."""
         if self.kind == "logit_adjust":
-            return logits - tau * self.log_prior
+            return self.logit_scale * logits - tau * self.log_prior
         return (logits - self.bias) / self.norms.pow(tau)
 
 
@@ -65,7 +67,10 @@ def build_correction(cfg, model, train_counts) -> Optional[Correction]:
     if kind == "logit_adjust":
         if min(train_counts) <= 0:
             raise UserError("eval.posthoc=logit_adjust needs every class in the training set (log of its prior)")
-        return Correction(kind, taus, log_prior=log_prior(train_counts))
+        # A cosine head outputs cos theta in [-1, 1]; its loss (LDAM, AM) trained s * cos, so the
+        # prior is subtracted from s * cos, the logits whose softmax estimates p(y | x).
+        scale = cfg.loss.scale if classifier_kind(cfg) == "cosine" else 1.0
+        return Correction(kind, taus, log_prior=log_prior(train_counts), logit_scale=scale)
     head = linear_head(model)
     weight = head.weight.detach().float().cpu()
     bias = head.bias.detach().float().cpu() if head.bias is not None else torch.zeros(weight.shape[0])

@@ -382,4 +382,6 @@ def epoch_summary(record: dict, best: dict) -> str:
     if test:
         groups = " / ".join("-" if test[g] is None else f"{test[g]:.2f}" for g in ("many", "medium", "few"))
         text += f" | test top-1 {test['top1']:.2f} (many/medium/few {groups}) best {best['top1']:.2f}"
+        if "posthoc" in record:   # eval.posthoc: the tau those numbers are at
+            text += f" ({record['posthoc']['kind']} tau {record['posthoc']['tau']:g})"
     return text

@@ -96,6 +96,11 @@ def test_posthoc_logit_adjustment_and_tau_norm_formulas():
     adjust = Correction("logit_adjust", (0.0, 1.0), log_prior=log_prior)
     torch.testing.assert_close(adjust.apply(logits, 0.0), logits)
     torch.testing.assert_close(adjust.apply(logits, 1.5), logits - 1.5 * log_prior)
+    # LDAM's cosine head: the prior comes off s * cos, the logits its loss trained.
+    ldam = config_from_dict({"loss": {"name": "ldam", "scale": 30.0}, "eval": {"posthoc": "logit_adjust"}})
+    cosines = torch.tanh(logits).float()
+    torch.testing.assert_close(build_correction(ldam, None, COUNTS).apply(cosines, 1.0),
+                               30.0 * cosines - log_prior.float())
 
     torch.manual_seed(0)
     head = nn.Linear(6, 5).double()
@@ -310,13 +315,21 @@ def test_stage_settings_are_checked(first_stage, tmp_path):
         build_stage_run(cosine)
 
 
-def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path):
+def entry_point(main, capsys, *args) -> str:
+    """train.main / eval.main in this process (no interpreter start-up): exit 0, their stdout."""
+    assert main(list(args)) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path, capsys):
     """tau_norm through train.py (no training: one evaluation over the grid), then eval.py on its
     checkpoint and on the first stage with post-hoc logit adjustment."""
+    import eval as eval_script
+    import train
+
     path = stage_config(tmp_path, first_stage, "tau_norm", train={"epochs": 1},
                         eval={"taus": [0.0, 0.5, 1.0], "tau": 1.0})
-    result = run_script("train.py", "--config", path)
-    assert result.returncode == 0, result.stderr
+    entry_point(train.main, capsys, "--config", path)
     folder = tmp_path / "tau_norm"
     lines = [json.loads(line) for line in open(folder / "metrics.jsonl")]
     assert len(lines) == 1 and lines[0]["posthoc"]["kind"] == "tau_norm" and lines[0]["posthoc"]["tau"] == 1.0
@@ -324,27 +337,26 @@ def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path):
     parent = load_checkpoint(first_stage)["model"]
     assert torch.equal(load_checkpoint(str(folder / "best.pt"))["model"]["head.weight"], parent["head.weight"])
 
-    result = run_script("eval.py", "--checkpoint", str(folder / "best.pt"))
-    assert result.returncode == 0, result.stderr
-    assert "tau_norm, tau chosen fixed" in result.stdout and "<-" in result.stdout
+    out = entry_point(eval_script.main, capsys, "--checkpoint", str(folder / "best.pt"))
+    assert "tau_norm, tau chosen fixed" in out and "<-" in out
     with open(folder / "best.posthoc.json") as f:
         grid = json.load(f)
     assert set(grid["by_tau"]) == {"0", "0.5", "1"} and len(grid["by_tau"]["1"]["per_class"]) == len(TINY_COUNTS)
     assert grid["by_tau"]["1"]["top1"] == pytest.approx(lines[0]["test"]["top1"])
 
-    result = run_script("eval.py", "--checkpoint", first_stage, "--output", str(tmp_path / "la.csv"),
-                        "eval.posthoc=logit_adjust", "eval.taus=[0.0,1.0]")
-    assert result.returncode == 0, result.stderr
+    entry_point(eval_script.main, capsys, "--checkpoint", first_stage, "--output", str(tmp_path / "la.csv"),
+                "eval.posthoc=logit_adjust", "eval.taus=[0.0,1.0]")
     with open(tmp_path / "la.posthoc.json") as f:
         grid = json.load(f)
     assert grid["kind"] == "logit_adjust" and set(grid["by_tau"]) == {"0", "1"}
-    plain = run_script("eval.py", "--checkpoint", first_stage, "--output", str(tmp_path / "plain.csv"))
-    assert f"{grid['by_tau']['0']['top1']:6.2f}" in plain.stdout      # tau = 0 is the plain model
+    plain = entry_point(eval_script.main, capsys, "--checkpoint", first_stage, "--output", str(tmp_path / "plain.csv"))
+    assert f"{grid['by_tau']['0']['top1']:6.2f}" in plain      # tau = 0 is the plain model
 
 
-def test_crt_and_lws_runs_end_to_end_and_evaluate(first_stage, tmp_path):
+def test_crt_and_lws_through_train_py_and_eval_py(first_stage, tmp_path):
+    """The scripts as a user runs them (subprocesses): a classifier stage, then its evaluation."""
     for stage in ("crt", "lws"):
-        path = stage_config(tmp_path, first_stage, stage, train={"epochs": 2})
+        path = stage_config(tmp_path, first_stage, stage, train={"epochs": 2 if stage == "crt" else 1})
         result = run_script("train.py", "--config", path)
         assert result.returncode == 0, result.stderr
         result = run_script("eval.py", "--checkpoint", str(tmp_path / stage / "last.pt"))
