@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from conftest import TINY_COUNTS, run_script, tiny_config_dict, write_config
+from conftest import ROOT, TINY_COUNTS, run_script, tiny_config_dict, write_config
 from engine.checkpoint import load_checkpoint
 from engine.config import config_from_dict, load_config
 from engine.errors import UserError
@@ -28,6 +28,7 @@ from models import build_model, classifier_kind
 from models.heads import ScaledHead
 
 COUNTS = [500, 150, 50, 15, 5]
+ROOT_CONFIGS = os.path.join(ROOT, "configs", "beyond", "imagenet_lt")
 
 
 def batch(seed: int, n: int = 12, classes: int = 5):
@@ -353,15 +354,20 @@ def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path, capsys):
     assert f"{grid['by_tau']['0']['top1']:6.2f}" in plain      # tau = 0 is the plain model
 
 
-def test_crt_and_lws_through_train_py_and_eval_py(first_stage, tmp_path):
-    """The scripts as a user runs them (subprocesses): a classifier stage, then its evaluation."""
-    for stage in ("crt", "lws"):
-        path = stage_config(tmp_path, first_stage, stage, train={"epochs": 2 if stage == "crt" else 1})
-        result = run_script("train.py", "--config", path)
-        assert result.returncode == 0, result.stderr
-        result = run_script("eval.py", "--checkpoint", str(tmp_path / stage / "last.pt"))
-        assert result.returncode == 0, result.stderr
-        assert "top-1 error" in result.stdout
+def test_crt_and_lws_through_train_py_and_eval_py(first_stage, tmp_path, capsys):
+    """cRT as a user runs it (subprocesses), LWS through the same entry points in this process:
+    a classifier stage, then its evaluation from its own checkpoint (no parent needed there)."""
+    import eval as eval_script
+    import train
+
+    crt = stage_config(tmp_path, first_stage, "crt", train={"epochs": 2})
+    result = run_script("train.py", "--config", crt)
+    assert result.returncode == 0, result.stderr
+    result = run_script("eval.py", "--checkpoint", str(tmp_path / "crt" / "last.pt"))
+    assert result.returncode == 0 and "top-1 error" in result.stdout, result.stderr
+    lws = stage_config(tmp_path, first_stage, "lws", train={"epochs": 1})
+    entry_point(train.main, capsys, "--config", lws)
+    assert "top-1 error" in entry_point(eval_script.main, capsys, "--checkpoint", str(tmp_path / "lws" / "last.pt"))
 
 
 def test_a_logit_adjusted_loss_trains_with_rsg_and_drw(tmp_path):
@@ -374,3 +380,29 @@ def test_a_logit_adjusted_loss_trains_with_rsg_and_drw(tmp_path):
         lines = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
         assert lines[-1]["train"]["generated_per_step"] > 0             # RSG generated in epoch 1
         assert math.isfinite(lines[-1]["train"]["loss_total"]) and report["posthoc"]["tau"] == 1.0
+
+
+def test_imagenet_lt_tau_norm_chooses_tau_on_val_and_eval_applies_it_to_test(tmp_path, capsys):
+    """The ImageNet-LT configs shrunk to a generated dataset in the real list format: the ERM first
+    stage, then tau-norm from its last.pt: tau is chosen on the validation list during the run, and
+    eval.py --split test evaluates val first and reports the test list at that tau."""
+    import eval as eval_script
+    import train
+    from test_large_scale_runs import SHRINK, make_fake
+
+    make_fake(tmp_path / "fake")
+    common = [f"data.root={tmp_path / 'fake'}", "data.num_workers=0", *SHRINK]
+    first = os.path.join(ROOT_CONFIGS, "resnext50_erm.yaml")
+    entry_point(train.main, capsys, "--config", first, f"output_dir={tmp_path / 'erm'}", *common)
+    stage = os.path.join(ROOT_CONFIGS, "resnext50_erm_tau_norm.yaml")
+    entry_point(train.main, capsys, "--config", stage, f"output_dir={tmp_path / 'tau'}",
+                f"stage.parent={tmp_path / 'erm' / 'last.pt'}", *common)
+    line = json.loads(open(tmp_path / "tau" / "metrics.jsonl").read())
+    chosen = line["posthoc"]["tau"]
+    assert line["posthoc"]["split"] == "val" and line["posthoc"]["chosen"] == "on the val split"
+    assert line["test"]["top1"] == max(r["top1"] for r in line["posthoc"]["by_tau"].values())
+    out = entry_point(eval_script.main, capsys, "--checkpoint", str(tmp_path / "tau" / "best.pt"), "--split", "test")
+    assert f"tau_norm, tau chosen on the val split: {chosen:g}" in out
+    with open(tmp_path / "tau" / "best.posthoc.json") as f:
+        grid = json.load(f)
+    assert grid["tau"] == chosen and grid["split"] == "test" and len(grid["by_tau"]) == 21
