@@ -16,6 +16,7 @@ import logging
 import os
 
 from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.config import config_from_dict
 from engine.errors import UserError
 from models import classifier_kind, strip_rsg
 
@@ -75,9 +76,7 @@ def check_compatible(cfg, parent_state: dict, counts) -> None:
 
 
 def classifier_kind_of(config_dict: dict) -> str:
-    from engine.config import config_from_dict
-
-    return classifier_kind(config_from_dict(config_dict, source=f"parent checkpoint"))
+    return classifier_kind(config_from_dict(config_dict, source="parent checkpoint"))
 
 
 def load_parent_into(model, cfg, parent_state: dict) -> None:
