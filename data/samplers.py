@@ -1,5 +1,6 @@
 """Resumable training samplers whose order is a pure function of (seed, epoch), keyed by
-`data.sampler`: `shuffle` (a permutation per epoch) and `drs` (deferred re-sampling)."""
+`data.sampler`: `shuffle` (a permutation per epoch), `drs` (deferred re-sampling) and
+`class_balanced` (every class equally likely, for the classifier stage)."""
 
 from typing import Iterator, Optional, Sequence
 
@@ -101,6 +102,14 @@ class DeferredResampler(EpochShuffleSampler):
         return epoch_indices(self.num_samples, self.seed, self.epoch, self.sample_weights, self.start_epoch)
 
 
+def class_uniform_weights(targets: Sequence[int]) -> torch.Tensor:
+    """float64 (N,): 1 / n_c for a sample of class c, so that each draw picks every class present
+    with probability n_c * (1 / n_c) / C = 1 / C, then a sample of it uniformly (class-balanced
+    sampling of Kang et al. 2020, the sampler of cRT and LWS)."""
+    _, class_of_sample, counts = np.unique(np.asarray(targets), return_inverse=True, return_counts=True)
+    return torch.from_numpy(1.0 / counts[class_of_sample.reshape(-1)].astype(np.float64))
+
+
 @SAMPLERS.register("shuffle")
 def build_shuffle_sampler(data_cfg, targets: Sequence[int], seed: int) -> EpochShuffleSampler:
     return EpochShuffleSampler(len(targets), seed)
@@ -110,6 +119,12 @@ def build_shuffle_sampler(data_cfg, targets: Sequence[int], seed: int) -> EpochS
 def build_deferred_resampler(data_cfg, targets: Sequence[int], seed: int) -> DeferredResampler:
     weights = resampling_weights(targets, data_cfg.resample_beta)
     return DeferredResampler(weights, data_cfg.resample_start, seed)
+
+
+@SAMPLERS.register("class_balanced")
+def build_class_balanced_sampler(data_cfg, targets: Sequence[int], seed: int) -> DeferredResampler:
+    """len(dataset) draws with replacement per epoch from epoch 0; a pure function of (seed, epoch)."""
+    return DeferredResampler(class_uniform_weights(targets), 0, seed)
 
 
 def build_sampler(data_cfg, targets: Sequence[int], seed: int) -> EpochShuffleSampler:

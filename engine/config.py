@@ -80,11 +80,12 @@ class DataConfig:
     batch_size: int = 128           # global training batch (drop_last); torchrun: split evenly over ranks
     eval_batch_size: int = 512
     num_workers: int = 4
-    sampler: str = choice("shuffle", ["shuffle", "drs"],
+    sampler: str = choice("shuffle", ["shuffle", "drs", "class_balanced"],
                           "training order: shuffle = a fresh permutation each epoch; drs = deferred "
                           "re-sampling: the shuffle before resample_start, from it len(dataset) draws "
                           "with replacement, each sample's probability proportional to the class-balanced "
-                          "weight of its class (Cao et al. 2019)")
+                          "weight of its class (Cao et al. 2019); class_balanced = len(dataset) draws with "
+                          "replacement, every class with probability 1 / C (cRT, LWS; Kang et al. 2020)")
     resample_start: int = 160       # DRS: first epoch index of class-balanced re-sampling
     resample_beta: float = 0.9999   # DRS: effective-number beta of the re-sampling class weights
     loader: str = choice("standard", ["standard", "device"],
@@ -125,12 +126,15 @@ class RSGConfig:
 
 @dataclass
 class LossConfig:
-    name: str = choice("ldam", ["ce", "ldam", "focal", "am"],
+    name: str = choice("ldam", ["ce", "ldam", "focal", "am", "logit_adjusted", "balanced_softmax"],
                        "classification loss L_cls: ce = cross-entropy (ERM), ldam, focal, am = "
-                       "additive-margin softmax (with reweight drw: M-DRW)")
+                       "additive-margin softmax (with reweight drw: M-DRW), logit_adjusted = CE of "
+                       "z + tau log(prior) (Menon et al. 2021), balanced_softmax = CE of z + log(n_c) "
+                       "(Ren et al. 2020)")
     max_margin: float = 0.5         # LDAM: largest margin max_m; AM: the margin m of every class
     scale: float = 30.0             # LDAM and AM: logit scale s
     focal_gamma: float = 1.0        # focal: gamma of (1 - p_t)^gamma (1 in the authors' code)
+    logit_adjust_tau: float = 1.0   # logit_adjusted: tau of z + tau * log(prior), prior = n_c / n
     reweight: str = choice("drw", ["none", "drw", "cb"],
                            "class weights: none; drw = class-balanced from reweight_start (deferred "
                            "re-weighting); cb = class-balanced from epoch 0 (CB RW, CB Focal)")
@@ -148,6 +152,10 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [160, 180])
     decay: float = 0.01             # lr multiplied by this at each milestone (when milestone_decays is empty)
     milestone_decays: list[float] = field(default_factory=list)  # one factor per milestone, e.g. [0.1, 0.5]
+    schedule: str = choice("step", ["step", "cosine"],
+                           "after the warm-up: step = the milestones' factors; cosine = lr * (1 + cos(pi * t)) "
+                           "/ 2, t the fraction of the post-warm-up epochs done, per epoch (Kang et al.'s "
+                           "classifier stage); milestones are then ignored")
 
 
 @dataclass
@@ -167,6 +175,29 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    posthoc: str = choice("none", ["none", "logit_adjust", "tau_norm"],
+                          "evaluation-time correction over the tau grid eval.taus: logit_adjust = logits - "
+                          "tau * log(prior) (Menon et al. 2021); tau_norm = w_c / ||w_c||^tau, no bias (Kang "
+                          "et al. 2020; linear classifier only). tau is chosen on the val split where the "
+                          "dataset has one, else eval.tau is reported; every tau is logged")
+    taus: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(21)])  # 0, 0.1 .. 2
+    tau: float = 1.0                # the reported tau on datasets without a val split (it must be in taus)
+
+
+@dataclass
+class StageConfig:
+    name: str = choice("none", ["none", "crt", "lws", "tau_norm"],
+                       "second, classifier-only stage from stage.parent (Kang et al. 2020): crt = backbone "
+                       "frozen, classifier re-initialised and retrained; lws = backbone and classifier "
+                       "frozen, one learned scale per class; tau_norm = no training, the classifier "
+                       "normalised at evaluation (eval.taus). RSG must be off (rsg.enabled=false)")
+    parent: str = ""                # the first stage's checkpoint (its last.pt); required with a stage
+    parent_sha256: str = ""         # written by train.py (the parent's sha256); set: checked on resume
+    parent_epoch: Optional[int] = None  # written by train.py: the epochs the parent had trained
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -174,6 +205,8 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
     name: str = ""                  # run name; default: the config file's name
     output_dir: str = ""            # default: runs/<name> if name is set, else runs/<config path under configs/, no .yaml>
 
@@ -418,8 +451,30 @@ def validate(cfg: Config) -> None:
     need(0 <= cfg.data.resample_beta < 1, "data.resample_beta", "must be in [0, 1)")
     need(cfg.data.loader == "standard" or cfg.data.transform == "pad_crop_flip", "data.loader",
          "device supports the pad_crop_flip augmentation only; use data.loader=standard")
+    _validate_beyond(cfg, need)
     need(cfg.train.device in ("auto", "cpu") or cfg.train.device.startswith("cuda"), "train.device",
          "must be auto, cpu or cuda[:N]")
+
+
+def _validate_beyond(cfg: Config, need) -> None:
+    """The classifier stage and the evaluation-time tau grid (issue 14)."""
+    stage = cfg.stage.name
+    need(cfg.eval.posthoc == "none" or cfg.eval.taus, "eval.taus", "must list at least one tau")
+    need(cfg.eval.posthoc == "none" or cfg.eval.tau in cfg.eval.taus, "eval.tau",
+         f"is {cfg.eval.tau}, which is not in eval.taus {cfg.eval.taus}; it is the tau reported without a val split")
+    if stage == "none":
+        need(not cfg.stage.parent, "stage.parent", "names a parent checkpoint, but stage.name is none; "
+             "set stage.name to crt, lws or tau_norm")
+        return
+    need(cfg.stage.parent, "stage.parent", f"must name the first stage's checkpoint (stage.name is {stage}), "
+         f"e.g. stage.parent=runs/<first stage>/last.pt")
+    need(not cfg.rsg.enabled, "rsg.enabled", f"must be false in the classifier stage {stage}: RSG is a "
+         f"feature-learning module and the backbone is frozen here (the parent may have used it)")
+    need(stage != "tau_norm" or cfg.train.epochs == 1, "train.epochs",
+         "must be 1 with stage.name=tau_norm: it trains nothing, it evaluates the parent once")
+    need(stage != "tau_norm" or cfg.eval.posthoc in ("none", "tau_norm"), "eval.posthoc",
+         f"is {cfg.eval.posthoc!r}, but stage.name=tau_norm evaluates the tau-normalised classifier; "
+         f"set eval.posthoc=tau_norm (or none)")
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from data.builder import build_datasets
 from data.datasets import report_unreadable
 from engine.checkpoint import load_checkpoint, load_model_weights
-from engine.config import config_from_dict
+from engine.config import SPLIT_LIST_DATASETS, config_from_dict
 from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.runtime import resolve_device
 from engine.loop import predict
+from engine.posthoc import build_correction, corrected_report, format_tau_table
 from models import build_model, strip_rsg
 
 
@@ -42,14 +45,54 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     model.to(device)
     _, test_set = build_datasets(cfg.data, eval_split=split)
     loader = DataLoader(test_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
-    predictions, targets = predict(model, loader, device, progress=cfg.train.progress)
+    correction = build_correction(cfg, model, train_counts)          # eval.posthoc (issue 14)
+    if correction is None:
+        predictions, targets = predict(model, loader, device, progress=cfg.train.progress)
+        report = accuracy_report(predictions, targets, train_counts)
+    else:
+        report, targets = evaluate_corrected(cfg, model, correction, loader, device, train_counts, split)
     report_unreadable([test_set], f"evaluation on the {split} split")
-    report = accuracy_report(predictions, targets, train_counts)
     report["test_counts"] = [int((targets == c).sum()) for c in range(len(train_counts))]
     write_per_class_csv(csv_path, report, train_counts, test_set.classes)
     print(f"checkpoint {path} (after {state['epoch']} epochs, code {state.get('code_version', 'unknown')})")
     print(f"model: {cfg.model.backbone}, {count_parameters(model):,} parameters at evaluation (no RSG)")
     print(format_group_table(report, f"{cfg.data.name}, {split} split: {len(targets)} images, top-1 accuracy (%)"))
     print(f"top-1 error {100 - report['top1']:.2f}% (the measure of Tables 1-7)")
+    if correction is not None:
+        print(format_tau_table(report["posthoc"], f"every tau of eval.taus on the {split} split (%)"))
+        json_path = write_posthoc_json(csv_path, report)
+        print(f"every tau's per-class accuracy written to {json_path}")
     print(f"per-class accuracy written to {csv_path}")
     return report
+
+
+def has_val_split(data_cfg) -> bool:
+    """The split-list datasets have a validation list (split_list: when data.val_list names one)."""
+    return data_cfg.name in SPLIT_LIST_DATASETS and (data_cfg.name != "split_list" or bool(data_cfg.val_list))
+
+
+def evaluate_corrected(cfg, model, correction, loader, device, train_counts, split: str):
+    """The report at the tau chosen on the val split (evaluated first when `split` is test), or at
+    eval.tau without one; returns (report, targets)."""
+    chosen = None
+    if split == "test" and has_val_split(cfg.data):
+        _, val_set = build_datasets(cfg.data, eval_split="val")
+        val_loader = DataLoader(val_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+        chosen = corrected_report(correction, model, val_loader, device, train_counts, "val")["posthoc"]["tau"]
+    report = corrected_report(correction, model, loader, device, train_counts, split, chosen_tau=chosen,
+                              fixed_tau=cfg.eval.tau)
+    targets = loader.dataset.targets
+    return report, np.asarray(targets, dtype=np.int64)
+
+
+def write_posthoc_json(csv_path: str, report: dict) -> str:
+    """<checkpoint>.posthoc.json beside the per-class CSV: the kind, the tau reported and how it was chosen, and for every tau its
+    top-1, shot groups and per-class accuracy (NaN: a class without test images, written as null)."""
+    path = csv_path.removesuffix(".csv").removesuffix(".per_class") + ".posthoc.json"
+    per_tau = {f"{tau:g}": {"top1": r["top1"], "many": r["many"], "medium": r["medium"], "few": r["few"],
+                            "per_class": [None if a != a else a for a in r["per_class"]]}
+               for tau, r in report["by_tau_reports"].items()}
+    content = {k: v for k, v in report["posthoc"].items() if k != "by_tau"} | {"by_tau": per_tau}
+    with open(path, "w") as f:
+        json.dump(content, f, indent=1)
+    return path

@@ -162,22 +162,37 @@ def logged_values(losses: dict, loss_sum: torch.Tensor, epoch: int, step: int) -
     return dict(zip(LOSS_TERMS, numbers[1:]))
 
 
-@torch.no_grad()
 def predict(model, loader, device, progress=False, precision=None):
     """Predicted and true labels (N,) over a loader, with the model in evaluation mode.
 
     Under torchrun each rank predicts its shard (data/samplers.py ShardSampler) and the shards are
     gathered unpadded, so every image is counted once; every rank returns the whole result.
     """
+    predictions, labels = _forward_all(model, loader, device, progress, precision, lambda z: z.argmax(dim=1))
+    return predictions.cpu().numpy(), labels
+
+
+def predict_logits(model, loader, device, progress=False, precision=None):
+    """float32 logits (N, C) on the CPU and true labels (N,), gathered like `predict`'s: for the
+    evaluation-time corrections of engine/posthoc.py, which need more than the argmax."""
+    logits, labels = _forward_all(model, loader, device, progress, precision, lambda z: z.float())
+    return logits.cpu(), labels
+
+
+@torch.no_grad()
+def _forward_all(model, loader, device, progress, precision, keep):
+    """keep(logits) of every batch, concatenated and gathered over ranks; labels as int64 numpy."""
     model.eval()
     precision = precision or FULL_PRECISION
-    predictions, labels = [], []
+    kept, labels = [], []
     for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
         with precision.autocast():
             logits, _, _ = model(images.to(device, non_blocking=True))
-        predictions.append(logits.argmax(dim=1))
+        kept.append(keep(logits))
         labels.append(targets.to(device))
-    predictions = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long, device=device)
-    labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
-    predictions, labels = gather_uneven(predictions), gather_uneven(labels.long())
-    return predictions.cpu().numpy(), labels.cpu().numpy().astype(np.int64)
+    if not kept:
+        return torch.zeros(0, dtype=torch.long, device=device), np.zeros(0, dtype=np.int64)
+    kept, labels = torch.cat(kept), torch.cat(labels)
+    row = kept.shape[1:]
+    kept = gather_uneven(kept.reshape(-1)).reshape(-1, *row)      # gather_uneven takes 1-D tensors
+    return kept, gather_uneven(labels.long()).cpu().numpy().astype(np.int64)

@@ -26,7 +26,9 @@ from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
 from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, prepare_model, resolve_device,
                             seed_everything, set_determinism, setup_logging)
+from engine.posthoc import build_correction, corrected_report, format_tau_table
 from engine.schedules import class_weights, learning_rate
+from engine.stage import check_same_parent, parent_record, prepare_stage, record_parent
 from losses import build_loss
 from models import build_model
 
@@ -80,7 +82,10 @@ def build_device_loaders(cfg, train_set, test_set, device, sampler, eval_sampler
 
 
 def build_optimizer(cfg, model):
-    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+    # The classifier stage's frozen parameters stay out (no weight decay on them). Not otherwise:
+    # RSG switches its parameters' requires_grad by phase (RSG.set_epoch), all must be optimized.
+    params = model.parameters() if cfg.stage.name == "none" else [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
 
 
@@ -159,6 +164,10 @@ class Run:
 
 
 def evaluate(run: Run) -> dict:
+    correction = build_correction(run.cfg, run.model, run.counts)     # eval.posthoc (issue 14)
+    if correction is not None:
+        return corrected_report(correction, run.model, run.test_loader, run.device, run.counts,
+                                run.cfg.data.eval_split, run.precision, fixed_tau=run.cfg.eval.tau)
     predictions, targets = predict(run.model, run.test_loader, run.device, precision=run.precision)
     return accuracy_report(predictions, targets, run.counts)
 
@@ -167,7 +176,7 @@ def checkpoint_state(run: Run, epoch: int, step: int, best: dict) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
+        "optimizer": run.optimizer.state_dict() if run.optimizer is not None else {},
         "scaler": run.precision.state_dict(),
         "epoch": epoch,           # the epoch to run next (or to continue, with step > 0)
         "step": step,             # the step of `epoch` to continue from (0: its start)
@@ -176,6 +185,7 @@ def checkpoint_state(run: Run, epoch: int, step: int, best: dict) -> dict:
         "config": config_to_dict(run.cfg),
         "class_counts": list(run.counts),
         "code_version": code_version(),
+        "parent": parent_record(run.cfg) if run.cfg.stage.name != "none" else None,
     }
 
 
@@ -203,7 +213,9 @@ def restore(path: str, run: Run):
     state = load_checkpoint(path)
     describe = f"backbone {cfg.model.backbone}, RSG {'on' if cfg.rsg.enabled else 'off'}"
     load_model_weights(run.model, state["model"], path, describe)
-    run.optimizer.load_state_dict(state["optimizer"])
+    check_same_parent(cfg, state, path)
+    if run.optimizer is not None:
+        run.optimizer.load_state_dict(state["optimizer"])
     run.precision.load_state_dict(state.get("scaler", {}))
     changed = changed_keys(state["config"], config_to_dict(cfg))
     if changed:  # allowed (e.g. more epochs), but never silent
@@ -212,7 +224,7 @@ def restore(path: str, run: Run):
     return state["epoch"], state["step"], {"top1": state["best_top1"], "epoch": state["best_epoch"]}
 
 
-def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool) -> Run:
+def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool, parent_state=None) -> Run:
     seed_everything(cfg.train.seed)  # the same initial weights on every rank
     train_set, test_set = build_datasets(cfg.data)
     counts = class_counts(train_set.targets, train_set.num_classes)
@@ -221,10 +233,13 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
              ", ".join(map(str, counts)) if len(counts) <= 20 else f"{counts[0]} .. {counts[-1]}",
              len(test_set), cfg.data.eval_split)
     # A resumed run takes its weights from the checkpoint: no pretrained download.
-    model = build_model(cfg, counts, load_pretrained_weights=not resuming).to(device)
+    model = build_model(cfg, counts, load_pretrained_weights=not resuming and parent_state is None)
+    if parent_state is not None:      # stage.name: the classifier stage starts from its parent
+        prepare_stage(model, cfg, counts, parent_state)
+    model = model.to(device)
     model = prepare_model(model, cfg.train, ctx.world_size > 1, device)
     criterion = build_loss(cfg, counts).to(device)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model) if cfg.stage.name != "tau_norm" else None   # tau_norm trains nothing
     train_loader, test_loader, sampler, generator = build_loaders(cfg, train_set, test_set, device, ctx)
     if len(train_loader) == 0:
         raise UserError(f"the training set has {len(train_set)} images, fewer than data.batch_size="
@@ -245,6 +260,7 @@ def fit(cfg, resume=None) -> dict:
 
 
 def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
+    parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
     if ctx.is_main:
         os.makedirs(cfg.output_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
@@ -252,7 +268,7 @@ def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
     set_determinism(cfg.train.deterministic)
     rank_batch_size(cfg, ctx.world_size)
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
-    run = build_run(cfg, ctx, device, resuming=bool(resume_path))
+    run = build_run(cfg, ctx, device, resuming=bool(resume_path), parent_state=parent_state)
     start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
     if resume_path:
         start_epoch, start_step, best = restore(resume_path, run)
@@ -263,6 +279,8 @@ def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
     log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start_epoch, cfg.train.epochs - 1,
              cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     try:
+        if cfg.stage.name == "tau_norm":
+            return evaluate_only(run)
         with StopRequest() as stop:
             return run_epochs(run, start_epoch, start_step, best, stop)
     except NonFiniteLoss as error:
@@ -280,7 +298,7 @@ def start_epoch_state(run: Run, epoch: int, start_step: int):
     run.generator.manual_seed(epoch_seed(cfg.train.seed, epoch) + run.ctx.rank)
     run.sampler.set_epoch(epoch)
     run.sampler.set_start(start_step * cfg.data.batch_size)
-    lr = learning_rate(epoch, cfg.optim)
+    lr = learning_rate(epoch, cfg.optim, cfg.train.epochs)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.model.set_epoch(epoch)     # RSG's phase, before the DDP wrapper is chosen
@@ -316,6 +334,8 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             report = evaluate(run)
             record["test"] = {k: report[k] for k in ("top1", "many", "medium", "few")}
+            if "posthoc" in report:      # the tau reported, how it was chosen, and every tau
+                record["posthoc"] = report["posthoc"]
             if report["top1"] > best["top1"]:
                 best = {"top1": report["top1"], "epoch": epoch}
                 save(run, "best.pt", epoch + 1, 0, best)
@@ -336,6 +356,22 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
     return report
 
 
+def evaluate_only(run: Run) -> dict:
+    """stage.name=tau_norm trains nothing: one evaluation over the tau grid, recorded as epoch 0 of
+    train.epochs = 1 (so the table tools see a finished run), saved as best.pt and last.pt."""
+    report = evaluate(run)
+    best = {"top1": report["top1"], "epoch": 0}
+    save(run, "best.pt", 1, 0, best)
+    save(run, "last.pt", 1, 0, best)
+    record = {"epoch": 0, "lr": 0.0, "train": {}, "seconds": 0.0,
+              "test": {k: report[k] for k in ("top1", "many", "medium", "few")}, "posthoc": report["posthoc"]}
+    if run.metrics_log is not None:
+        run.metrics_log.epoch(record)
+    log.info("\n%s", format_tau_table(report["posthoc"], f"{run.cfg.data.eval_split} accuracy (%) of the parent "
+                                                          f"{run.cfg.stage.parent}, tau-normalised"))
+    return report
+
+
 def epoch_summary(record: dict, best: dict) -> str:
     train = record["train"]
     text = (f"epoch {record['epoch']:3d} lr {record['lr']:.5f} loss {train['loss_total']:.4f} "
@@ -346,4 +382,6 @@ def epoch_summary(record: dict, best: dict) -> str:
     if test:
         groups = " / ".join("-" if test[g] is None else f"{test[g]:.2f}" for g in ("many", "medium", "few"))
         text += f" | test top-1 {test['top1']:.2f} (many/medium/few {groups}) best {best['top1']:.2f}"
+        if "posthoc" in record:   # eval.posthoc: the tau those numbers are at
+            text += f" ({record['posthoc']['kind']} tau {record['posthoc']['tau']:g})"
     return text

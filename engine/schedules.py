@@ -6,6 +6,7 @@ deferred re-sampling (DRS), is the training sampler's (`data/samplers.py`, `Defe
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,15 +19,24 @@ def milestone_decays(optim_cfg) -> list[float]:
     return list(optim_cfg.milestone_decays) or [optim_cfg.decay] * len(optim_cfg.milestones)
 
 
-def learning_rate(epoch: int, optim_cfg) -> float:
-    """Linear warm-up to the base lr, then multiplied by the factor of each milestone passed.
+def learning_rate(epoch: int, optim_cfg, total_epochs: Optional[int] = None) -> float:
+    """Linear warm-up to the base lr, then multiplied by the factor of each milestone passed
+    (`optim.schedule: step`) or cosine-annealed to 0 over the remaining epochs (`cosine`, which
+    needs `total_epochs`).
 
     CIFAR recipe: lr * (epoch + 1) / 5 for epochs 0-4; 0.1 until 159; 0.001 from 160; 1e-5 from 180.
     ImageNet-LT: x0.1 at 60, 80 and 95; Places-LT: no warm-up, x0.1 every 10 epochs (milestones 10, 20).
+    Kang et al.'s classifier stage: cosine, no warm-up, lr 0.2 at epoch 0 (PyTorch's CosineAnnealingLR
+    stepped once per epoch, T_max = the stage's epochs, eta_min = 0).
     """
     base = optim_cfg.lr
     if epoch < optim_cfg.warmup_epochs:
         return base * (epoch + 1) / optim_cfg.warmup_epochs
+    if getattr(optim_cfg, "schedule", "step") == "cosine":
+        if total_epochs is None:
+            raise ValueError("optim.schedule=cosine needs the total number of epochs")
+        done = (epoch - optim_cfg.warmup_epochs) / max(total_epochs - optim_cfg.warmup_epochs, 1)
+        return base * (1.0 + math.cos(math.pi * done)) / 2.0
     factor = 1.0
     for milestone, decay in zip(optim_cfg.milestones, milestone_decays(optim_cfg)):
         if epoch >= milestone:

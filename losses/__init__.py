@@ -1,6 +1,6 @@
 """Classification losses, keyed by `loss.name`; importing this package registers them all."""
 
-from losses import classification  # noqa: F401
+from losses import classification, logit_adjusted  # noqa: F401
 from losses.registry import LOSSES
 from losses.weights import class_balanced_weights
 

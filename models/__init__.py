@@ -9,7 +9,7 @@ import torch
 from engine.errors import UserError
 from models import backbones  # noqa: F401  (registers the backbones)
 from models.classifier import LongTailClassifier
-from models.heads import build_head
+from models.heads import ScaledHead, build_head
 from models.pretrained import load_pretrained
 from models.registry import BACKBONES
 from rsg import RSG, frequent_classes_from_counts
@@ -62,6 +62,8 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
     if load_pretrained_weights:
         load_pretrained(backbone, cfg.model.pretrained, cfg.model.backbone)
     head = build_head(classifier_kind(cfg), backbone.out_features, num_classes)
+    if cfg.stage.name == "lws":   # the classifier stage's per-class scales on the parent's head
+        head = ScaledHead(head, num_classes)
     if not (with_rsg and cfg.rsg.enabled):
         return LongTailClassifier(backbone, head)
     position = resolve_rsg_position(cfg, backbone)

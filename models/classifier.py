@@ -27,6 +27,20 @@ class LongTailClassifier(nn.Module):
         self.rsg = rsg
         self.rsg_position = rsg_position if rsg is not None else None
 
+    def freeze_backbone(self) -> None:
+        """The classifier stage (cRT, LWS): no backbone parameter trains, and its BatchNorm layers
+        stay in evaluation mode (running statistics fixed), so the features are the parent's."""
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "backbone_frozen", False):
+            self.backbone.eval()
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         if self.rsg is not None:
             self.rsg.set_epoch(epoch)

@@ -26,6 +26,22 @@ class CosineHead(nn.Module):
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).t()
 
 
+class ScaledHead(nn.Module):
+    """Learnable weight scaling (LWS, Kang et al. 2020): logits_c = s_c * head(x)_c.
+
+    The wrapped head keeps its (first-stage) weights; only the scales s (C,), initialised to 1,
+    are meant to train (engine/stage.py freezes the rest).
+    """
+
+    def __init__(self, head: nn.Module, num_classes: int):
+        super().__init__()
+        self.head = head
+        self.scales = nn.Parameter(torch.ones(num_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features) * self.scales
+
+
 def build_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
     if kind == "cosine":
         return CosineHead(in_features, num_classes)

@@ -57,11 +57,12 @@ class Cell:
     paper: Optional[float]          # the paper's number; None where the paper has none
     measure: str = "error"          # error (100 - top-1), top1, many, medium or few (percent)
     facets: tuple = ()              # (name, value) pairs describing the cell in the cell list
+    parent: Optional[str] = None    # a classifier stage's first-stage config (trained first; its last.pt)
 
 
 @dataclass(frozen=True)
 class Table:
-    number: int
+    number: object                  # the paper's table number, or a name (the "beyond" tables of issue 14)
     title: str
     unit: str                       # what the numbers are
     rows: tuple
@@ -78,6 +79,14 @@ class Table:
     def configs(self) -> list[str]:
         """The distinct configs, in cell order (Tables 8 and 9: one config gives four cells)."""
         return list(dict.fromkeys(c.config for c in self.cells))
+
+    def parents(self) -> dict:
+        """{classifier-stage config: its first-stage config}."""
+        return {c.config: c.parent for c in self.cells if c.parent}
+
+    @property
+    def script(self) -> str:
+        return f"scripts/table{self.number}.sh" if isinstance(self.number, int) else f"scripts/table_{self.number}.sh"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,10 +316,18 @@ def table9() -> Table:
 TABLES = {1: table1, 2: table2, 3: table3, 5: table5, 6: table6, 7: table7, 8: table8, 9: table9}
 
 
-def get_table(number: int) -> Table:
-    if number not in TABLES:
-        raise UserError(f"no Table {number}; tables with configs: {', '.join(map(str, TABLES))}")
-    return TABLES[number]()
+def get_table(number) -> Table:
+    from scripts.beyond_tables import BEYOND_TABLES   # they build on this module's helpers
+
+    tables = {**TABLES, **BEYOND_TABLES}
+    if number not in tables:
+        raise UserError(f"no Table {number}; tables with configs: {', '.join(map(str, tables))}")
+    return tables[number]()
+
+
+def table_key(text: str):
+    """--table 6 -> 6; --table beyond -> 'beyond'."""
+    return int(text) if text.strip().isdigit() else text.strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +400,7 @@ def train_launcher(gpus: int) -> list[str]:
 def check_overrides(overrides: list[str]) -> None:
     for text in overrides:
         key = text.split("=", 1)[0].strip()
-        if key in ("train.seed", "output_dir"):
+        if key in ("train.seed", "output_dir", "stage.parent"):
             raise UserError(f"override '{text}': the table runner sets {key} per run (use --seeds and "
                             f"--output-root)")
 
@@ -391,6 +408,9 @@ def check_overrides(overrides: list[str]) -> None:
 def plan_job(table: Table, config: str, seed: int, output_root: str, gpus: int, overrides: list[str]) -> Job:
     folder = run_dir(output_root, config, seed)
     run_overrides = [f"train.seed={seed}", f"output_dir={folder}", *overrides]
+    parent = table.parents().get(config)
+    if parent:          # a classifier stage starts from the same seed's finished first stage
+        run_overrides.insert(2, f"stage.parent={os.path.join(run_dir(output_root, parent, seed), 'last.pt')}")
     cfg = load_config(os.path.join(ROOT, config), run_overrides)   # checks the config and the overrides now
     job = Job(config, seed, folder, cfg.train.epochs)
     if not training_finished(folder, cfg.train.epochs):
@@ -408,7 +428,16 @@ def plan(table: Table, seeds, output_root: str = "runs", gpus: int = 1, override
     configs = [c for c in table.configs() if fnmatch.fnmatch(c, cells)]
     if not configs:
         raise UserError(f"--cells {cells!r} matches no config of Table {table.number}")
+    configs = parents_first(configs, table.parents())
     return [plan_job(table, config, seed, output_root, gpus, list(overrides)) for config in configs for seed in seeds]
+
+
+def parents_first(configs: list[str], parents: dict) -> list[str]:
+    """The configs with every classifier stage's first stage added (when --cells left it out) and
+    placed before all the stages: a stage's job needs its parent's last.pt."""
+    needed = [parents[c] for c in configs if c in parents]
+    first = list(dict.fromkeys([c for c in configs if c not in parents] + needed))
+    return first + [c for c in configs if c in parents]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +461,8 @@ def parse_seeds(text: str) -> tuple:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=int, required=True, help=f"one of {', '.join(map(str, TABLES))}")
+    parser.add_argument("--table", type=table_key, required=True,
+                        help=f"one of {', '.join(map(str, TABLES))}, or beyond, beyond_imagenet (issue 14)")
     parser.add_argument("--gpus", type=int, default=None,
                         help="without --jobs-per-gpu: 1 (default) python train.py, N > 1 torchrun with N processes "
                              "per run, 0 the CPU; with it: how many GPUs to use (default: every visible one), "

@@ -78,9 +78,9 @@ class FailsOnRank1(torch.nn.Module):
 def fail_on_rank_1(cfg):
     build_loss, learning_rate = engine_run.build_loss, engine_run.learning_rate
 
-    def tracking_learning_rate(epoch, optim_cfg):   # called once at the start of every epoch
+    def tracking_learning_rate(epoch, optim_cfg, *total_epochs):   # called once at the start of every epoch
         FailsOnRank1.epoch = epoch
-        return learning_rate(epoch, optim_cfg)
+        return learning_rate(epoch, optim_cfg, *total_epochs)
 
     engine_run.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
     engine_run.learning_rate = tracking_learning_rate

@@ -141,7 +141,7 @@ def test_drs_switches_on_at_the_start_epoch():
 
 
 def test_sampler_registry_and_config_defaults():
-    assert SAMPLERS.names() == ["drs", "shuffle"]
+    assert SAMPLERS.names() == ["class_balanced", "drs", "shuffle"]
     cfg = config_from_dict({})
     assert (cfg.data.sampler, cfg.data.resample_start, cfg.data.resample_beta) == ("shuffle", 160, 0.9999)
     shuffle = build_sampler(cfg.data, TARGETS, seed=0)

@@ -1,0 +1,119 @@
+"""The decoupled classifier stage (Kang et al., ICLR 2020) from a first-stage checkpoint.
+
+    stage.name: crt        backbone frozen, classifier re-initialised, retrained (class-balanced sampler)
+    stage.name: lws        backbone and classifier frozen, one learned scale per class (models.heads.ScaledHead)
+    stage.name: tau_norm   nothing trains; the classifier is normalised at evaluation (engine/posthoc.py)
+    stage.parent: runs/<first stage>/last.pt
+
+RSG is off in this stage (the config refuses rsg.enabled=true): it shapes the features, which are
+frozen here. The run records its parent (path, sha256, epoch) in config.yaml and its checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.config import config_from_dict
+from engine.errors import UserError
+from models import classifier_kind, strip_rsg
+
+log = logging.getLogger("rsg")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_parent(cfg) -> dict:
+    """Load the parent checkpoint, fill stage.parent_sha256 / parent_epoch into `cfg` (so that
+    config.yaml records them) and return its state. A config that already names a sha256 (a
+    resumed run) must name the same file contents: a replaced parent would mix two first stages."""
+    path = cfg.stage.parent
+    state = load_checkpoint(path)
+    sha256 = file_sha256(path)
+    if cfg.stage.parent_sha256 and cfg.stage.parent_sha256 != sha256:
+        raise UserError(f"key 'stage.parent': {path} has sha256 {sha256[:12]}..., but this run was started from "
+                        f"a parent with sha256 {cfg.stage.parent_sha256[:12]}...; restore that file, or start a "
+                        f"new run (another output_dir) from the new parent")
+    cfg.stage.parent_sha256 = sha256
+    cfg.stage.parent_epoch = int(state["epoch"])
+    return state
+
+
+def parent_record(cfg) -> dict:
+    """What a checkpoint stores about the parent."""
+    return {"path": cfg.stage.parent, "sha256": cfg.stage.parent_sha256, "epoch": cfg.stage.parent_epoch,
+            "stage": cfg.stage.name}
+
+
+def check_compatible(cfg, parent_state: dict, counts) -> None:
+    parent_cfg = parent_state["config"]
+    path = cfg.stage.parent
+    if list(parent_state["class_counts"]) != list(counts):
+        raise UserError(f"key 'stage.parent': {path} was trained on other class counts than this stage's training "
+                        f"set ({len(parent_state['class_counts'])} vs {len(counts)} classes, or another subset); "
+                        f"the classifier stage must use the first stage's data settings")
+    if parent_cfg["model"]["backbone"] != cfg.model.backbone:
+        raise UserError(f"key 'model.backbone' is {cfg.model.backbone}, but the parent {path} is a "
+                        f"{parent_cfg['model']['backbone']}; set model.backbone={parent_cfg['model']['backbone']}")
+    if cfg.stage.name in ("lws", "tau_norm"):
+        parent_kind = classifier_kind_of(parent_cfg)
+        if parent_kind != classifier_kind(cfg):
+            raise UserError(f"stage.name={cfg.stage.name} keeps the parent's classifier, a {parent_kind} one, but this "
+                            f"config builds a {classifier_kind(cfg)} one; set model.classifier={parent_kind} (and the "
+                            f"parent's loss.name)")
+    if cfg.stage.name == "tau_norm" and classifier_kind(cfg) == "cosine":
+        raise UserError(f"stage.name=tau_norm on the cosine classifier of {path}: its class weights are normalised "
+                        f"already (every ||w_c|| = 1), so tau-normalisation changes nothing; use stage.name=crt or "
+                        f"lws, or a first stage with a linear classifier")
+
+
+def classifier_kind_of(config_dict: dict) -> str:
+    return classifier_kind(config_from_dict(config_dict, source="parent checkpoint"))
+
+
+def load_parent_into(model, cfg, parent_state: dict) -> None:
+    """The parent's backbone always; its classifier too for lws and tau_norm (cRT re-initialises it:
+    the head built from the seed). Then freeze what this stage does not train."""
+    path = cfg.stage.parent
+    weights = strip_rsg(parent_state["model"])
+    backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+    load_model_weights(model.backbone, backbone, path, f"backbone {cfg.model.backbone}")
+    if cfg.stage.name in ("lws", "tau_norm"):
+        head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
+        target = model.head.head if cfg.stage.name == "lws" else model.head
+        load_model_weights(target, head, path, f"{classifier_kind(cfg)} classifier")
+    model.freeze_backbone()
+    if cfg.stage.name == "lws":
+        for parameter in model.head.head.parameters():
+            parameter.requires_grad_(False)
+    if cfg.stage.name == "tau_norm":
+        for parameter in model.head.parameters():
+            parameter.requires_grad_(False)
+
+
+def check_same_parent(cfg, checkpoint: dict, path: str) -> None:
+    """Resuming a classifier stage: the parent must be the file it started from."""
+    stored = (checkpoint.get("parent") or {}).get("sha256")
+    if stored and stored != cfg.stage.parent_sha256:
+        raise UserError(f"cannot resume {path}: it was trained from a parent with sha256 {stored[:12]}..., but "
+                        f"stage.parent={cfg.stage.parent} now has sha256 {cfg.stage.parent_sha256[:12]}...; restore "
+                        f"that parent, or start a new run (another output_dir)")
+
+
+def prepare_stage(model, cfg, counts, parent_state: dict) -> None:
+    """Give `model` (built from the stage's config, without RSG) the weights of its parent (read by
+    `record_parent`) and freeze what the stage does not train."""
+    check_compatible(cfg, parent_state, counts)
+    load_parent_into(model, cfg, parent_state)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("classifier stage %s from %s (epoch %s, sha256 %s...): %d trainable parameters%s", cfg.stage.name,
+             os.path.abspath(cfg.stage.parent), cfg.stage.parent_epoch, cfg.stage.parent_sha256[:12], trainable,
+             "" if cfg.stage.name != "crt" else ", classifier re-initialised")
