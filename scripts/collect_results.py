@@ -40,7 +40,8 @@ from engine.config import config_to_dict, flatten, load_config  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 from engine.metrics import SHOT_GROUPS  # noqa: E402
 from scripts.beyond_tables import BEYOND_TABLES  # noqa: E402
-from scripts.paper_tables import TABLES, TEST_CSV, Table, get_table, table_key  # noqa: E402
+from scripts.paper_tables import (SUBSET_FACET, TABLES, TEST_CSV, Table, get_table, subset_root,  # noqa: E402
+                                  table_key)
 
 # Keys that say where and how fast a run ran, not what it trained: ignored when matching a run to its config.
 RUN_KEYS = {"name", "output_dir", "train.seed", "data.root", "data.download", "data.num_workers",
@@ -89,19 +90,27 @@ def read_run(folder: str) -> RunRecord:
     return RunRecord(folder, config, metrics)
 
 
-def find_runs(runs_dir: str) -> list[RunRecord]:
-    """Every folder under runs_dir holding a config.yaml (TensorBoard folders skipped)."""
+def find_runs(runs_dir: str, subset: Optional[str] = None) -> list[RunRecord]:
+    """Every folder holding a config.yaml (TensorBoard folders skipped) under runs_dir, or, for a
+    table run on one subset, under its subset_<name> folder (scripts/paper_tables.py --subset);
+    without a subset the subset folders are not searched: their runs belong to that subset's tables."""
+    top = subset_root(runs_dir, subset)
     runs = []
-    for folder, subfolders, files in os.walk(runs_dir):
-        subfolders[:] = sorted(d for d in subfolders if d != "tensorboard")
+    for folder, subfolders, files in os.walk(top):
+        at_top = os.path.samefile(folder, top)
+        subfolders[:] = sorted(d for d in subfolders if d != "tensorboard"
+                               and not (at_top and subset is None and d.startswith("subset_")))
         if "config.yaml" in files:
             runs.append(read_run(folder))
     return runs
 
 
-def differing_keys(run_config: dict, reference: dict) -> list[str]:
-    """Keys (beyond RUN_KEYS) where the run's config differs from the reference config."""
+def differing_keys(run_config: dict, reference: dict, subset: Optional[str] = None) -> list[str]:
+    """Keys (beyond RUN_KEYS) where the run's config differs from the reference config; with a
+    subset, the reference as the table runner trains it on that subset."""
     run, ref = flatten(run_config), flatten(reference)
+    if subset is not None:
+        ref["data.subset"] = subset
     return sorted(k for k in set(run) | set(ref) if k not in RUN_KEYS and run.get(k) != ref.get(k))
 
 
@@ -118,11 +127,11 @@ class ConfigIndex:
             self.loaded[config] = config_to_dict(load_config(os.path.join(ROOT, config)))
         return self.loaded[config]
 
-    def identify(self, run: RunRecord):
+    def identify(self, run: RunRecord, subset: Optional[str] = None):
         """(config path, keys differing from it), or (None, []) for a run of no table config."""
         candidates = self.by_name.get(run.config.get("name"), [])
         scored = sorted((len(keys), config, keys) for config in candidates
-                        for keys in [differing_keys(run.config, self.reference(config))])
+                        for keys in [differing_keys(run.config, self.reference(config), subset)])
         if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
             return None, []     # unknown, or as close to two configs (ambiguous)
         return scored[0][1], scored[0][2]
@@ -210,11 +219,11 @@ def choose(runs: list[RunRecord]) -> RunRecord:
     return max(runs, key=key)
 
 
-def index_runs(runs: list[RunRecord], index: ConfigIndex):
+def index_runs(runs: list[RunRecord], index: ConfigIndex, subset: Optional[str] = None):
     """{(config, seed): [(run, differing keys)]} and the runs of no table config."""
     by_cell, unknown = {}, []
     for run in runs:
-        config, keys = index.identify(run)
+        config, keys = index.identify(run, subset)
         if config is None:
             unknown.append(run)
         else:
@@ -225,8 +234,9 @@ def index_runs(runs: list[RunRecord], index: ConfigIndex):
 def pair_rsg_cells(results: list[CellResult]) -> None:
     """Give each w/ RSG cell its w/o partner: the cell whose facets differ only in RSG (and whose
     column is the same setting), for the RSG deltas of the beyond tables."""
-    def key(result, rsg):
-        return tuple((n, rsg if n == "RSG" else v) for n, v in result.cell.facets), result.cell.measure
+    def key(result, rsg):   # the paper's subset is where a paper number came from, not what we ran
+        return (tuple((n, rsg if n == "RSG" else v) for n, v in result.cell.facets if n != SUBSET_FACET),
+                result.cell.measure)
     without = {key(r, "w/o"): r for r in results if dict(r.cell.facets).get("RSG") == "w/o"}
     for result in results:
         if dict(result.cell.facets).get("RSG") == "w/":
@@ -428,6 +438,8 @@ def parse_args(argv=None):
     parser.add_argument("--all", action="store_true", help=f"every paper table ({', '.join(map(str, TABLES))}; "
                                                                  f"the beyond tables by --table)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds expected per cell (default: the table's)")
+    parser.add_argument("--subset", choices=("first", "ldam_drw"), default=None,
+                        help="the tables were run with scripts/table<N>.sh --subset NAME: read <runs_dir>/subset_NAME")
     parser.add_argument("--epoch", choices=["final", "best"], default="final",
                         help="CIFAR runs: the final epoch's test top-1 (default) or the best epoch's")
     parser.add_argument("--markdown", help="write the tables as Markdown to this file")
@@ -436,14 +448,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def collect(tables: list[Table], runs_dir: str, seeds=None, epoch: str = "final"):
-    """[(table, seeds, [CellResult])] and the runs that belong to no table config."""
+def collect(tables: list[Table], runs_dir: str, seeds=None, epoch: str = "final", subset: Optional[str] = None):
+    """[(table, seeds, [CellResult])] and the runs that belong to no table config. `subset`: the
+    tables were run with --subset (default: each table's own subset, if it has one)."""
     configs = [c for number in [*TABLES, *BEYOND_TABLES] for c in get_table(number).configs()]
-    by_cell, unknown = index_runs(find_runs(runs_dir) if os.path.isdir(runs_dir) else [], ConfigIndex(configs))
+    index, indexed = ConfigIndex(configs), {}
     collected = []
     for table in tables:
+        table_subset = subset or table.subset
+        if table_subset not in indexed:
+            found = find_runs(runs_dir, table_subset) if os.path.isdir(subset_root(runs_dir, table_subset)) else []
+            indexed[table_subset] = index_runs(found, index, table_subset)
         table_seeds = seeds or table.seeds
-        collected.append((table, table_seeds, collect_table(table, by_cell, table_seeds, epoch)))
+        collected.append((table, table_seeds, collect_table(table, indexed[table_subset][0], table_seeds, epoch)))
+    unknown = [run for _, runs in indexed.values() for run in runs]
     return collected, unknown
 
 
@@ -455,7 +473,8 @@ def main(argv=None) -> int:
         if not numbers and not args.reproduction:
             raise UserError("name a table (--table 6) or --all")
         needed = sorted(set(numbers) | (set(TABLES) if args.reproduction else set()))
-        collected, unknown = collect([get_table(n) for n in needed], args.runs_dir, seeds, args.epoch)
+        collected, unknown = collect([get_table(n) for n in needed], args.runs_dir, seeds, args.epoch,
+                                     args.subset)
         for run in unknown:
             print(f"note: {run.folder} is a run of no table config (name {run.config.get('name')!r})", file=sys.stderr)
         shown = [item for item in collected if item[0].number in numbers]

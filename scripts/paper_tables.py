@@ -72,6 +72,7 @@ class Table:
     evaluate_test: bool = False     # large-scale: best.pt (chosen on val) evaluated on the test list
     decimals: int = 2               # how the paper prints its numbers
     notes: str = ""
+    subset: Optional[str] = None    # a table of our own comparisons: the one CIFAR subset all its runs use
 
     def cell(self, row: str, column: str) -> Optional[Cell]:
         return next((c for c in self.cells if c.row == row and c.column == column), None)
@@ -487,18 +488,25 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def subset_root(output_root: str, subset: Optional[str]) -> str:
+    """Where a table's runs go when all of them train on one subset: a folder of their own, so a
+    forced subset never meets a run of the config's own subset (the collector looks there too)."""
+    return output_root if subset is None else os.path.join(output_root, f"subset_{subset}")
+
+
 def apply_subset(table: Table, subset: Optional[str], output_root: str, overrides: list[str]):
-    """(output root, overrides) that train every cell of a CIFAR table on `subset` (None: each
-    config's own), each subset's runs in a folder of their own."""
+    """(output root, overrides) that train every cell of a CIFAR table on `subset` (None: the
+    table's own subset if it has one, else each config's own), each subset's runs apart."""
     for text in overrides:
         if text.split("=", 1)[0].strip() == "data.subset":
             raise UserError(f"override '{text}': use --subset, which keeps each subset's runs in their own folder")
+    subset = subset or table.subset
     if subset is None:
         return output_root, overrides
     if table.evaluate_test:
-        raise UserError(f"--subset is for the CIFAR tables (1, 2, 3, 5, 6); Table {table.number}'s "
+        raise UserError(f"--subset is for the CIFAR tables (1, 2, 3, 5, 6, beyond); Table {table.number}'s "
                         f"datasets come long-tailed")
-    return os.path.join(output_root, f"subset_{subset}"), [*overrides, f"data.subset={subset}"]
+    return subset_root(output_root, subset), [*overrides, f"data.subset={subset}"]
 
 
 def run_log(job: Job) -> str:

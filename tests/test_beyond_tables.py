@@ -32,8 +32,8 @@ def test_every_cell_config_sets_up_its_row(name):
         parent = load_config(os.path.join(ROOT, cell.parent))
         assert cfg.rsg.enabled is False and parent.rsg.enabled == rsg      # RSG lives in the first stage
         assert cfg.stage.parent == os.path.join(parent.output_dir, "last.pt")   # where the parent trains by default
-        assert (cfg.data.name, cfg.data.imbalance_ratio, cfg.model.backbone) == (
-            parent.data.name, parent.data.imbalance_ratio, parent.model.backbone)
+        assert (cfg.data.name, cfg.data.imbalance_ratio, cfg.data.subset, cfg.model.backbone) == (
+            parent.data.name, parent.data.imbalance_ratio, parent.data.subset, parent.model.backbone)
         assert cfg.stage.name in cell.config
         if cfg.stage.name in ("crt", "lws"):
             assert cfg.data.sampler == "class_balanced" and cfg.loss.name == "ce" and cfg.optim.schedule == "cosine"
@@ -74,7 +74,21 @@ def test_runner_trains_first_stages_first_and_passes_the_same_seed_parent(tmp_pa
     assert result.returncode == 2 and "stage.parent" in result.stderr
 
 
+def test_the_cifar_table_trains_every_run_on_one_subset(tmp_path):
+    """Both sides of an RSG delta, and a stage with its first stage, on the same images: the runner
+    puts every run of the table, the ERM first stages of Table 6 included, on the first n_i."""
+    result = table_script("_beyond", "--dry-run", "--seeds", "0", "--output-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.strip().splitlines()
+    assert len(commands) == 40 and all("data.subset=first" in c for c in commands)
+    root = os.path.join(str(tmp_path), "subset_first")
+    assert all(f"output_dir={root}" in c for c in commands)
+    stage = next(c for c in commands if "erm_rsg_crt_r50" in c)
+    assert f"stage.parent={run_dir(root, 'configs/cifar10_lt/erm_rsg_r50.yaml', 0)}/last.pt" in stage
+
+
 def test_collector_reports_mean_std_published_and_rsg_delta(tmp_path):
+    root = os.path.join(str(tmp_path), "subset_first")          # where the runner puts the table's runs
     values = {"configs/cifar10_lt/erm_r50.yaml": [25.0, 26.0, 27.0],        # errors 75/74/73 top-1
               "configs/cifar10_lt/erm_rsg_r50.yaml": [22.0, 23.0, 24.0],
               "configs/beyond/cifar10_lt/erm_crt_r50.yaml": [21.0, 22.0, 23.0],
@@ -83,8 +97,12 @@ def test_collector_reports_mean_std_published_and_rsg_delta(tmp_path):
         table = get_table("beyond")
         parent = table.parents().get(config)
         for seed, error in enumerate(errors):
-            overrides = [f"stage.parent={run_dir(str(tmp_path), parent, seed)}/last.pt"] if parent else []
-            fake_run(run_dir(str(tmp_path), config, seed), config, seed, [100.0 - error], overrides=overrides)
+            overrides = [f"stage.parent={run_dir(root, parent, seed)}/last.pt"] if parent else []
+            fake_run(run_dir(root, config, seed), config, seed, [100.0 - error],
+                     overrides=overrides + ["data.subset=first"])
+    # A run of the same config on its own subset (Table 6's, not this table's) is not this table's.
+    fake_run(run_dir(str(tmp_path), "configs/cifar10_lt/erm_r50.yaml", 0), "configs/cifar10_lt/erm_r50.yaml", 0,
+             [10.0])
     (table, seeds, results), = collector.collect([get_table("beyond")], str(tmp_path))[0]
     by = {(r.cell.row, r.cell.column): r for r in results}
     crt = by[("cRT", "CIFAR-10 LT 50 w/ RSG")]

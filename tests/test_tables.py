@@ -319,3 +319,23 @@ def test_table_script_trains_skips_and_collects(tmp_path, tiny_cifar_root, capsy
         final = json.loads(f.read().splitlines()[-1])
     assert erm.values == pytest.approx({0: 100 - final["test"]["top1"]})
     assert erm.differs == {"data.batch_size", "data.imbalance_ratio", "data.max_per_class", "train.epochs"}
+
+
+def test_collector_reads_a_table_run_on_one_subset_apart(tmp_path):
+    """scripts/table6.sh --subset first puts every run under <root>/subset_first with data.subset=first:
+    the collector with --subset first reads those (not marked as differing), and without it only the
+    runs of each config's own subset."""
+    runs = tmp_path / "runs"
+    erm = "configs/cifar10_lt/erm_r100.yaml"                                  # its own subset: ldam_drw
+    fake_run(runs / "cifar10_lt/erm_r100/seed0", erm, 0, [70.0])
+    fake_run(runs / "subset_first/cifar10_lt/erm_r100/seed0", erm, 0, [72.0], overrides=["data.subset=first"])
+    ((_, _, own),), _ = collector.collect([get_table(6)], str(runs))
+    ((_, _, first),), _ = collector.collect([get_table(6)], str(runs), subset="first")
+    own_erm = next(r for r in own if (r.cell.row, r.cell.column) == ("ERM", "CIFAR-10 LT 100"))
+    first_erm = next(r for r in first if (r.cell.row, r.cell.column) == ("ERM", "CIFAR-10 LT 100"))
+    assert own_erm.values == pytest.approx({0: 30.0}) and not own_erm.differs
+    assert first_erm.values == pytest.approx({0: 28.0}) and not first_erm.differs
+    # The forced-subset run read as a run of the config's own subset would be marked.
+    fake_run(runs / "mixed/seed1", erm, 1, [50.0], overrides=["data.subset=first"])
+    ((_, _, mixed),), _ = collector.collect([get_table(6)], str(runs))
+    assert next(r for r in mixed if (r.cell.row, r.cell.column) == ("ERM", "CIFAR-10 LT 100")).differs
