@@ -5,7 +5,8 @@
 MODE step: one training step on the first global batch of a model without batch-norm, then the
            model's weights to OUT/weights.pt (rank 0), and an evaluation of a test set of odd size to
            OUT/eval.pt (rank 0).
-MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1.
+MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1, through the entry points'
+           error reporting (engine.errors.reports_user_errors), as train.py runs it.
 """
 
 import os
@@ -19,6 +20,7 @@ import engine.run as engine_run  # noqa: E402
 from data.samplers import ShardSampler  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.distributed import init_distributed, shutdown  # noqa: E402
+from engine.errors import reports_user_errors  # noqa: E402
 from engine.loop import predict, training_step  # noqa: E402
 from engine.runtime import resolve_device  # noqa: E402
 
@@ -75,6 +77,7 @@ class FailsOnRank1(torch.nn.Module):
         return self.criterion(logits, targets, weights)
 
 
+@reports_user_errors
 def fail_on_rank_1(cfg):
     build_loss, learning_rate = engine_run.build_loss, engine_run.learning_rate
 
@@ -85,6 +88,7 @@ def fail_on_rank_1(cfg):
     engine_run.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
     engine_run.learning_rate = tracking_learning_rate
     engine_run.fit(cfg)
+    return 0
 
 
 if __name__ == "__main__":
@@ -94,4 +98,4 @@ if __name__ == "__main__":
     if mode == "step":
         one_step(config, output)
     else:
-        fail_on_rank_1(config)
+        sys.exit(fail_on_rank_1(config))
