@@ -25,7 +25,8 @@ from engine.distributed import (DistributedContext, barrier, broadcast_flag, gat
 from engine.errors import PeerStopped, UserError, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
-from engine.run_folder import RunFolderLock, check_ownership, last_finished_epoch, remove_run_files
+from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
+                               remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, log_to_file, log_to_file_only, prepare_model,
                             resolve_device, seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, learning_rate
@@ -342,6 +343,7 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
     if ctx.is_main:
         lock.check_free()
         check_ownership(cfg.output_dir, resume, overwrite)
+        lock.seen = folder_state(cfg.output_dir)
     set_determinism(cfg.train.deterministic)
     rank_batch_size(cfg, ctx.world_size)
     if cfg.rsg.enabled and cfg.rsg.threshold_epoch >= cfg.train.epochs:
@@ -365,7 +367,7 @@ def claim(cfg, lock: RunFolderLock, resume, overwrite: bool) -> None:
     train.log and config.yaml. A folder that cannot be written to is one UserError."""
     try:
         lock.acquire()
-        check_ownership(cfg.output_dir, resume, overwrite)   # again, now that the folder is held
+        check_unchanged(cfg.output_dir, lock.seen)   # now that the folder is held: as it was checked
         removed = remove_run_files(cfg.output_dir) if overwrite else []
         log_to_file(cfg.output_dir)
         if removed:

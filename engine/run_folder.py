@@ -37,6 +37,24 @@ def run_files(folder: str) -> list[str]:
     return present + sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, EVALUATION_FILES)))
 
 
+def folder_state(folder: str) -> tuple:
+    """(name, size, mtime) of each run file: what the run saw when it checked the folder."""
+    state = []
+    for name in run_files(folder):
+        stats = os.stat(os.path.join(folder, name))
+        state.append((name, stats.st_size, stats.st_mtime_ns))
+    return tuple(state)
+
+
+def check_unchanged(folder: str, seen: tuple) -> None:
+    """Under the lock: the folder is as it was when checked. Another run may have taken it and
+    finished while this one was being built (two runs started at once); then this one stops."""
+    if folder_state(folder) != seen:
+        raise UserError(f"output_dir {folder} was written by another run while this one was being prepared; "
+                        f"this run changed nothing there. Start it again (--resume auto continues that run), "
+                        f"or train into another folder with output_dir=<path>")
+
+
 def last_finished_epoch(folder: str) -> Optional[int]:
     """The epoch of the last line of metrics.jsonl (one line per finished epoch), or None."""
     path = os.path.join(folder, "metrics.jsonl")
@@ -104,6 +122,7 @@ class RunFolderLock:
         self.folder = folder
         self.path = os.path.join(folder, LOCK_NAME)
         self.fd: Optional[int] = None
+        self.seen: tuple = ()           # folder_state when the folder was checked
 
     def check_free(self) -> None:
         """Take the lock if its file exists already (opening it read-only writes nothing); a

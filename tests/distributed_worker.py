@@ -5,6 +5,7 @@
 MODE step: one training step on the first global batch of a model without batch-norm, then the
            model's weights to OUT/weights.pt (rank 0), and an evaluation of a test set of odd size to
            OUT/eval.pt (rank 0).
+MODE skipped: each rank "replaced" one unreadable image (data.skip_corrupt); rank 0 reports both.
 MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1, through the entry points'
            error reporting (engine.errors.reports_user_errors), as train.py runs it.
 """
@@ -62,6 +63,18 @@ def one_step(cfg, out):
     shutdown()
 
 
+def report_skipped(cfg):
+    from types import SimpleNamespace
+
+    from engine.runtime import setup_logging
+
+    ctx, _ = init_distributed(cfg.train.device)
+    setup_logging(is_main=ctx.is_main)
+    engine_run.take_unreadable = lambda dataset: [f"images/broken_on_rank{ctx.rank}.png"]
+    engine_run.report_unreadable_over_ranks(SimpleNamespace(ctx=ctx), [object()], "epoch 0")
+    shutdown()
+
+
 class FailsOnRank1(torch.nn.Module):
     """The configured loss, except that rank 1 raises once epoch 1 has started."""
 
@@ -97,5 +110,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if mode == "step":
         one_step(config, output)
+    elif mode == "skipped":
+        report_skipped(config)
     else:
         sys.exit(fail_on_rank_1(config))

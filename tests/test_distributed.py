@@ -89,3 +89,13 @@ def test_a_failure_on_one_rank_ends_the_job_with_its_error_and_keeps_the_checkpo
     assert "[rank0]: Traceback" not in result.stderr                     # rank 0 only lost its peer
     state = load_checkpoint(str(output / "last.pt"))     # epoch 0's checkpoint, intact
     assert (state["epoch"], state["step"]) == (1, 0)
+
+
+def test_images_skipped_on_every_rank_are_reported_together(tmp_path):
+    path = write_config(tmp_path / "skip.yaml", tiny_config_dict(tmp_path / "run"))
+    result = torchrun(WORKER, "skipped", path, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [line for line in result.stderr.splitlines() if "unreadable image(s)" in line]
+    assert len(reports) == 1, result.stderr[-3000:]                  # rank 0 alone reports
+    assert "epoch 0: 2 unreadable" in reports[0]
+    assert "broken_on_rank0.png" in reports[0] and "broken_on_rank1.png" in reports[0]

@@ -144,7 +144,7 @@ def test_two_runs_started_at_once_one_trains_the_other_is_refused(tmp_path):
     codes = sorted(r.returncode for r in results)
     assert codes == [0, 2], [r.stderr for r in results]
     refused = next(r for r in results if r.returncode == 2)
-    assert re.search(r"in use by another run \(PID \d+\)|holds a run already", refused.stderr)
+    assert re.search(r"in use by another run \(PID \d+\)|written by another run while this one", refused.stderr)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0]          # never interleaved
 
@@ -483,3 +483,32 @@ def test_resume_auto_refuses_metrics_without_a_checkpoint(tmp_path):
     check_ownership(str(tmp_path / "absent"), None, False)      # a new folder is free
     with pytest.raises(UserError, match="holds a run already"):
         check_ownership(str(tmp_path), str(tmp_path / "elsewhere" / "last.pt"), False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 10 MB tmpfs (room for two checkpoints of the tiny model, not three), when this machine
+    lets the tests mount one."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_last_checkpoint(small_tmpfs, tmp_path, restore_torch_globals):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(small_tmpfs / "run", train={"epochs": 3})))
+    last = os.path.join(cfg.output_dir, "last.pt")
+    with pytest.raises(UserError) as info:
+        fit(cfg)
+    message = str(info.value)
+    assert "\n" not in message and last in message and "No space left on device" in message, message
+    state = load_checkpoint(last)                 # torch's own writer failed: the old file is whole
+    assert state["epoch"] >= 1 and state["step"] == 0
+    assert not glob.glob(os.path.join(cfg.output_dir, "*.tmp*"))
+    assert last_log_line(cfg).endswith(message)
