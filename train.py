@@ -3,6 +3,10 @@
     python train.py --config configs/cifar10_lt/ldam_drw_rsg_r100.yaml [key=value ...]
     python train.py --config X --print-config          # the resolved config, then exit
     python train.py --config X --resume auto           # continue the run in its output_dir
+    python train.py --config X --overwrite             # replace the run in its output_dir
+
+A run folder has one owner: a fresh run into a folder that holds another run's files stops
+without changing them (README "Run folders").
 """
 
 import argparse
@@ -16,6 +20,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", default=None, help="'auto' (the run's last.pt, if any) or a checkpoint path")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in output_dir (its checkpoints, metrics, logs) with this one")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
     return parser.parse_args(argv)
@@ -30,7 +36,7 @@ def main(argv=None) -> int:
         return 0
     from engine.run import fit  # heavy imports (torch) only once the config is known to be good
 
-    fit(cfg, resume=args.resume)
+    fit(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

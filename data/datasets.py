@@ -10,6 +10,7 @@ worker; engine.errors turns the DataLoader's re-raised copy back into that one l
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -194,21 +195,53 @@ class FileDataset(Dataset):
                            self.classes, decoder=self.decoder, skip_corrupt=self.skip_corrupt, origin=origin)
 
 
+def take_unreadable(dataset: Dataset) -> List[str]:
+    """The images data.skip_corrupt replaced in `dataset` since the last call (then forgotten)."""
+    return dataset.take_unreadable() if isinstance(dataset, FileDataset) else []
+
+
+def log_unreadable(skipped: Sequence[str], when: str, log: Optional[logging.Logger] = None) -> None:
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        (log or logging.getLogger("rsg")).warning(
+            "%s: %d unreadable image(s) replaced by another image of the same class (data.skip_corrupt): %s",
+            when, len(skipped), shown)
+
+
 def report_unreadable(datasets: Sequence[Dataset], when: str, log: Optional[logging.Logger] = None) -> int:
     """Log the images that data.skip_corrupt replaced since the last report (then forget them).
 
-    Called by the engine after each epoch and each evaluation; returns how many there were.
+    Called after each evaluation of eval.py; returns how many there were. (Training gathers the
+    lists of every rank first: engine/run.py.)
     """
-    log = log or logging.getLogger("rsg")
     total = 0
     for dataset in datasets:
-        skipped = dataset.take_unreadable() if isinstance(dataset, FileDataset) else []
+        skipped = take_unreadable(dataset)
         total += len(skipped)
-        if skipped:
-            shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-            log.warning("%s: %d unreadable image(s) replaced by another image of the same class "
-                        "(data.skip_corrupt): %s", when, len(skipped), shown)
+        log_unreadable(skipped, when, log)
     return total
+
+
+def check_files_exist(dataset: Dataset, split: str, skip_corrupt: bool,
+                      log: Optional[logging.Logger] = None) -> None:
+    """Every image file of a file dataset exists (a stat each, no decoding), so that a missing
+    file stops the run before it trains rather than after an epoch. With data.skip_corrupt the
+    missing files are reported and will be replaced like unreadable ones."""
+    if not isinstance(dataset, FileDataset):
+        return
+    missing = [i for i, path in enumerate(dataset.paths) if not os.path.isfile(path)]
+    if not missing:
+        return
+    shown = "; ".join(f"{dataset.where(i)}{dataset.paths[i]}" for i in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    if skip_corrupt:
+        (log or logging.getLogger("rsg")).warning(
+            "the %s split: %d of %d image files are missing (%s%s); data.skip_corrupt will replace them",
+            split, len(missing), len(dataset), shown, more)
+        return
+    raise UserError(f"the {split} split: {len(missing)} of {len(dataset)} image files are missing: {shown}{more}; "
+                    f"restore them, fix data.root, or set data.skip_corrupt=true to replace them by other "
+                    f"images of their class")
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -7,6 +7,7 @@ class counts (they define the shot groups) and the code version.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from typing import Optional
@@ -30,19 +31,40 @@ def code_version() -> str:
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    """Write `state` to `path` atomically: a crash mid-write leaves the previous file intact."""
+    """Write `state` to `path` atomically: a crash or a full disk mid-write leaves the previous file
+    intact. A failed write is a UserError naming the path (torch reports a full disk as a
+    RuntimeError from its zip writer, so both kinds are caught)."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
+        os.makedirs(directory, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        reason = write_failure_reason(error, directory)
+        kept = f"the previous {os.path.basename(path)} is intact" if os.path.isfile(path) else "nothing was saved"
+        raise UserError(f"cannot write the checkpoint {path}: {reason}; {kept}. Free space (or fix the "
+                        f"permissions) and continue with --resume auto, or choose another output_dir") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_failure_reason(error: BaseException, directory: str) -> str:
+    """A short reason for a failed write: the OS's words, or 'no space left' when torch's own
+    message hides a full disk."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        stats = os.statvfs(directory)
+        if stats.f_bavail * stats.f_frsize < 64 * 2**20:
+            return f"{os.strerror(errno.ENOSPC)} (under 64 MiB free)"
+    except OSError:
+        pass
+    return str(error).splitlines()[0][:200]
 
 
 def load_checkpoint(path: str) -> dict:
@@ -58,13 +80,33 @@ def load_checkpoint(path: str) -> dict:
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str, describe: str) -> None:
-    """strict=True loading that turns a mismatch into one message naming both sides."""
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+    """strict=True loading that turns a mismatch into one short message naming both sides."""
+    mismatch = describe_mismatch(model.state_dict(), weights)
+    if mismatch:
         raise UserError(f"checkpoint {path} does not fit the model built from the config ({describe}): "
-                        f"{first}. Evaluate it with the config it was trained with") from None
+                        f"{mismatch}. Evaluate it with the config it was trained with")
+    model.load_state_dict(weights, strict=True)
+
+
+def describe_mismatch(expected: dict, found: dict, shown: int = 3) -> str:
+    """'12 missing keys (a, b, c, ...); 1 shape mismatch (head.weight: checkpoint (100, 64), model
+    (10, 64))', a few names of each kind, or '' when the state dicts fit."""
+    def names(keys):
+        keys = sorted(keys)
+        return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+    missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+    shapes = [f"{key}: checkpoint {tuple(found[key].shape)}, model {tuple(expected[key].shape)}"
+              for key in sorted(set(expected) & set(found))
+              if hasattr(found[key], "shape") and tuple(found[key].shape) != tuple(expected[key].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} key(s) of the model missing from the checkpoint ({names(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} key(s) of the checkpoint not in the model ({names(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) ({'; '.join(shapes[:shown])}{'; ...' if len(shapes) > shown else ''})")
+    return "; ".join(parts)
 
 
 def find_resume_checkpoint(resume: Optional[str], output_dir: str) -> Optional[str]:

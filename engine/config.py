@@ -215,19 +215,29 @@ class Config:
 # Reading YAML
 
 
-def _read_yaml(path: str) -> dict:
+def _read_yaml(path: str, included_by: Optional[str] = None) -> dict:
     if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
+        where = f" (the _base_ of {included_by}; _base_ paths are relative to that file)" if included_by else ""
+        raise UserError(f"config file not found: {path}{where}")
     try:
         with open(path) as f:
             content = yaml.safe_load(f)
     except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
         raise UserError(f"{path}: the top level must be a mapping of keys, not {type(content).__name__}")
     return content
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """'line 7, column 3: mapping values are not allowed here' (lines counted from 1)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -247,7 +257,7 @@ def _load_with_bases(path: str, seen: tuple = ()) -> tuple[dict[str, Any], dict[
     path = os.path.normpath(path)
     if path in seen:
         raise UserError(f"{path}: _base_ cycle through {' -> '.join(seen + (path,))}")
-    content = _read_yaml(path)
+    content = _read_yaml(path, included_by=seen[-1] if seen else None)
     bases = content.pop("_base_", None) or []
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):

@@ -92,3 +92,13 @@ def broadcast_flag(flag: bool, device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's list of small picklable items (file names), concatenated in rank order, on
+    every rank; one process: the list itself."""
+    if not dist.is_initialized():
+        return list(items)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in part]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -12,6 +13,7 @@ from data.builder import build_datasets
 from data.datasets import report_unreadable
 from engine.checkpoint import load_checkpoint, load_model_weights
 from engine.config import SPLIT_LIST_DATASETS, config_from_dict
+from engine.errors import UserError
 from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.runtime import resolve_device
 from engine.loop import predict
@@ -24,12 +26,42 @@ def count_parameters(model) -> int:
 
 
 def write_per_class_csv(path: str, report: dict, train_counts, class_names) -> None:
+    """Written to a temporary file, then renamed: a failure never leaves half a CSV."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        _write_rows(tmp, report, train_counts, class_names)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(f"cannot write the per-class CSV {path}: {error.strerror or error}; "
+                        f"choose another file with --output") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_rows(path: str, report: dict, train_counts, class_names) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "name", "train_count", "shot_group", "test_images", "accuracy"])
         for index, (count, accuracy) in enumerate(zip(train_counts, report["per_class"])):
             writer.writerow([index, class_names[index], count, shot_group(count), report["test_counts"][index],
                              "" if accuracy != accuracy else f"{accuracy:.4f}"])
+
+
+def check_fits(path: str, state: dict, cfg, test_set, split: str) -> None:
+    """The evaluation set must be the one the checkpoint was trained for: the same classes (their
+    number, and the labels inside it), or the shot groups and the per-class table mean nothing."""
+    trained = len(state["class_counts"])
+    stored = state["config"]["data"]
+    what = f"{cfg.data.name} ({split} split, data.root {cfg.data.root})"
+    if test_set.num_classes != trained:
+        raise UserError(f"checkpoint {path} was trained on {trained} classes ({stored.get('name')}), but the "
+                        f"evaluation set {what} has {test_set.num_classes}; evaluate it on the dataset it was "
+                        f"trained on (drop the data.* overrides, or point data.root at that dataset)")
+    labels = set(test_set.targets)
+    if labels and (min(labels) < 0 or max(labels) >= trained):
+        raise UserError(f"the evaluation set {what} has labels outside 0..{trained - 1}, the classes of "
+                        f"checkpoint {path}; evaluate it on the dataset it was trained on")
 
 
 def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test") -> dict:
@@ -44,6 +76,7 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     load_model_weights(model, strip_rsg(state["model"]), path, describe)
     model.to(device)
     _, test_set = build_datasets(cfg.data, eval_split=split)
+    check_fits(path, state, cfg, test_set, split)
     loader = DataLoader(test_set, cfg.data.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     correction = build_correction(cfg, model, train_counts)          # eval.posthoc (issue 14)
     if correction is None:
@@ -54,7 +87,8 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     report_unreadable([test_set], f"evaluation on the {split} split")
     report["test_counts"] = [int((targets == c).sum()) for c in range(len(train_counts))]
     write_per_class_csv(csv_path, report, train_counts, test_set.classes)
-    print(f"checkpoint {path} (after {state['epoch']} epochs, code {state.get('code_version', 'unknown')})")
+    epochs = f"{state['epoch']} epoch{'' if state['epoch'] == 1 else 's'}"
+    print(f"checkpoint {path} (after {epochs}, code {state.get('code_version', 'unknown')})")
     print(f"model: {cfg.model.backbone}, {count_parameters(model):,} parameters at evaluation (no RSG)")
     print(format_group_table(report, f"{cfg.data.name}, {split} split: {len(targets)} images, top-1 accuracy (%)"))
     print(f"top-1 error {100 - report['top1']:.2f}% (the measure of Tables 1-7)")

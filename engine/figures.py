@@ -86,11 +86,25 @@ def binned_means(counts: np.ndarray, accuracies: np.ndarray, bins: int = 12):
     return centres, np.array([accuracies[which == b].mean() for b in used])
 
 
+def one_two_five_label(value: float, _=None) -> str:
+    """Tick text on a log axis: plain numbers (20, not 2 x 10^1), and on the minor ticks only the
+    1-2-5 ones (2, 5, 20, 50, ...), so that neighbours never run together ("60708090100")."""
+    if value <= 0:
+        return ""
+    leading = round(value / 10 ** np.floor(np.log10(value) + 1e-9), 6)
+    return f"{value:g}" if leading in (1, 2, 5) else ""
+
+
+def legend_beside(axes):
+    """The legend to the right of the plotting area, where it covers no point or curve."""
+    return axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def per_class_figure(series: list, title: str):
     """series: [(label, counts (C,), accuracies (C,))]; each a scatter of its classes and a line of
     its binned means, on a log-scale count axis with the shot-group boundaries."""
     plt = require_pyplot()
-    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    figure, axes = plt.subplots(figsize=(9.5, 4.5))
     styles = [("tab:red", "o", "-"), ("tab:blue", "s", "--"), ("tab:green", "^", ":")]
     for (label, counts, accuracies), (colour, marker, line) in zip(series, styles):
         axes.scatter(counts, accuracies, s=14, alpha=0.45, color=colour, marker=marker)
@@ -98,14 +112,13 @@ def per_class_figure(series: list, title: str):
     for boundary in SHOT_BOUNDARIES:
         axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
     axes.set_xscale("log")
-    plain_numbers = plt.FuncFormatter(lambda value, _: f"{value:g}")   # 20, not 2 x 10^1
-    axes.xaxis.set_major_formatter(plain_numbers)
-    axes.xaxis.set_minor_formatter(plain_numbers)
+    axes.xaxis.set_major_formatter(plt.FuncFormatter(one_two_five_label))
+    axes.xaxis.set_minor_formatter(plt.FuncFormatter(one_two_five_label))
     axes.set_xlabel("training images of the class (log scale; dotted: few | medium | many at 20, 100)")
     axes.set_ylabel("test accuracy of the class (%)")
     axes.set_ylim(-3, 103)
     axes.set_title(textwrap.fill(title, 70), fontsize=10)   # long run names: wrap, never cut
-    axes.legend(fontsize=8, loc="lower right")
+    legend_beside(axes)
     figure.tight_layout()
     return figure
 
@@ -163,7 +176,7 @@ def pca_2d(groups: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def feature_figure(points: dict[str, torch.Tensor], title: str):
     plt = require_pyplot()
-    figure, axes = plt.subplots(figsize=(6.5, 5.5))
+    figure, axes = plt.subplots(figsize=(8.0, 5.5))
     styles = {"frequent": dict(color="tab:grey", marker="o", s=10, alpha=0.4),
               "rare": dict(color="tab:blue", marker="^", s=22, alpha=0.8),
               "generated": dict(color="tab:red", marker="x", s=22, alpha=0.8)}
@@ -173,6 +186,6 @@ def feature_figure(points: dict[str, torch.Tensor], title: str):
     axes.set_xlabel("principal component 1")
     axes.set_ylabel("principal component 2")
     axes.set_title(textwrap.fill(title, 70), fontsize=10)   # long run names: wrap, never cut
-    axes.legend(fontsize=8)
+    legend_beside(axes)
     figure.tight_layout()
     return figure

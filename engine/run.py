@@ -6,27 +6,30 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from data.builder import build_datasets
-from data.datasets import report_unreadable
+from data.datasets import check_files_exist, log_unreadable, take_unreadable
 from data.imbalance import class_counts
 from data.device_loader import DeviceLoader
 from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
 from engine.config import config_to_dict, flatten, save_config
-from engine.distributed import DistributedContext, barrier, init_distributed, shutdown
-from engine.errors import UserError
+from engine.distributed import (DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed,
+                                shutdown)
+from engine.errors import PeerStopped, UserError, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
-from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, prepare_model, resolve_device,
-                            seed_everything, set_determinism, setup_logging)
 from engine.posthoc import build_correction, corrected_report, format_tau_table
+from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
+                               remove_run_files)
+from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, log_to_file, log_to_file_only, prepare_model,
+                            resolve_device, seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, learning_rate
 from engine.stage import check_same_parent, parent_record, prepare_stage, record_parent
 from losses import build_loss
@@ -113,9 +116,10 @@ class MetricsLog:
         for name, value in record["train"].items():
             self.writer.add_scalar(f"train/{name}", value, epoch)
         self.writer.add_scalar("train/lr", record["lr"], epoch)
-        for name, value in record.get("test", {}).items():
-            if value is not None:
-                self.writer.add_scalar(f"test/{name}", value, epoch)
+        for split in ("test", "val"):   # the evaluated split's figures, under its name
+            for name, value in record.get(split, {}).items():
+                if value is not None:
+                    self.writer.add_scalar(f"{split}/{name}", value, epoch)
         self.writer.flush()
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -172,7 +176,7 @@ def evaluate(run: Run) -> dict:
     return accuracy_report(predictions, targets, run.counts)
 
 
-def checkpoint_state(run: Run, epoch: int, step: int, best: dict) -> dict:
+def checkpoint_state(run: Run, epoch: int, step: int, best: dict, record: Optional[dict] = None) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "model": run.model.state_dict(),
@@ -186,13 +190,14 @@ def checkpoint_state(run: Run, epoch: int, step: int, best: dict) -> dict:
         "class_counts": list(run.counts),
         "code_version": code_version(),
         "parent": parent_record(run.cfg) if run.cfg.stage.name != "none" else None,
+        "record": record,         # the finished epoch's metrics line, until metrics.jsonl has it
     }
 
 
-def save(run: Run, name: str, epoch: int, step: int, best: dict) -> None:
+def save(run: Run, name: str, epoch: int, step: int, best: dict, record: Optional[dict] = None) -> None:
     """Rank 0 alone writes checkpoints (atomically)."""
     if run.ctx.is_main:
-        save_checkpoint(checkpoint_state(run, epoch, step, best), os.path.join(run.cfg.output_dir, name))
+        save_checkpoint(checkpoint_state(run, epoch, step, best, record), os.path.join(run.cfg.output_dir, name))
 
 
 def changed_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
@@ -208,7 +213,8 @@ def changed_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 def restore(path: str, run: Run):
-    """Load a checkpoint into the run; every rank reads the same file."""
+    """Load a checkpoint into the run; every rank reads the same file. Returns (epoch, step, best,
+    the state)."""
     cfg = run.cfg
     state = load_checkpoint(path)
     describe = f"backbone {cfg.model.backbone}, RSG {'on' if cfg.rsg.enabled else 'off'}"
@@ -221,7 +227,19 @@ def restore(path: str, run: Run):
     if changed:  # allowed (e.g. more epochs), but never silent
         log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
-    return state["epoch"], state["step"], {"top1": state["best_top1"], "epoch": state["best_epoch"]}
+    return state["epoch"], state["step"], stored_best(cfg.output_dir, state), state
+
+
+def stored_best(output_dir: str, state: dict) -> dict:
+    """The best evaluation so far: best.pt's record of itself when it exists (last.pt is written
+    before its epoch's evaluation, so its own copy can be one epoch behind)."""
+    best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
+    path = os.path.join(output_dir, "best.pt")
+    if os.path.isfile(path):
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        if saved.get("best_top1", -1.0) > best["top1"]:
+            best = {"top1": saved["best_top1"], "epoch": saved["best_epoch"]}
+    return best
 
 
 def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool, parent_state=None) -> Run:
@@ -232,6 +250,8 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
              len(train_set), len(counts),
              ", ".join(map(str, counts)) if len(counts) <= 20 else f"{counts[0]} .. {counts[-1]}",
              len(test_set), cfg.data.eval_split)
+    check_files_exist(train_set, "training", cfg.data.skip_corrupt, log)   # before any step, not after an epoch
+    check_files_exist(test_set, f"{cfg.data.eval_split} (evaluation)", cfg.data.skip_corrupt, log)
     # A resumed run takes its weights from the checkpoint: no pretrained download.
     model = build_model(cfg, counts, load_pretrained_weights=not resuming and parent_state is None)
     if parent_state is not None:      # stage.name: the classifier stage starts from its parent
@@ -249,46 +269,187 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
                generator)
 
 
-def fit(cfg, resume=None) -> dict:
+def fit(cfg, resume=None, overwrite=False) -> dict:
     """Train as configured, in one process or as one rank of a torchrun job; returns the last
-    evaluation report (the same on every rank)."""
+    evaluation report (the same on every rank). `resume`: 'auto' or a checkpoint path;
+    `overwrite`: replace the run already in cfg.output_dir (engine/run_folder.py)."""
     ctx, device = init_distributed(cfg.train.device)
+    lock = RunFolderLock(cfg.output_dir)
     try:
-        return _fit(cfg, resume, ctx, device or resolve_device(cfg.train.device))
+        return _fit(cfg, resume, overwrite, ctx, device or resolve_device(cfg.train.device), lock)
     finally:
+        lock.release()
         shutdown()
 
 
-def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
-    parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
-    if ctx.is_main:
-        os.makedirs(cfg.output_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    setup_logging(cfg.output_dir, ctx.is_main)
-    set_determinism(cfg.train.deterministic)
-    rank_batch_size(cfg, ctx.world_size)
-    resume_path = find_resume_checkpoint(resume, cfg.output_dir)
-    run = build_run(cfg, ctx, device, resuming=bool(resume_path), parent_state=parent_state)
-    start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
-    if resume_path:
-        start_epoch, start_step, best = restore(resume_path, run)
-    elif resume == "auto":
-        log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
+@dataclass
+class Start:
+    epoch: int = 0
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"top1": -1.0, "epoch": -1})
+    pending: Optional[dict] = None     # the epoch record last.pt holds, when metrics.jsonl lacks it
+
+
+def _fit(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock) -> dict:
+    setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
+    run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock), device)
+    finished = start.epoch >= cfg.train.epochs and not start.pending
+    if not finished:    # rank 0 takes the folder once every rank has built the run
+        agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite) if ctx.is_main else None, device)
+    if finished:
+        log.info("the run in %s is finished: %d of %d epochs trained, nothing to do (raise train.epochs to "
+                 "train it further)", cfg.output_dir, start.epoch, cfg.train.epochs)
+        return {}
     if ctx.is_main:
         run.metrics_log = MetricsLog(cfg.output_dir, len(run.train_loader))
-    log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start_epoch, cfg.train.epochs - 1,
-             cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     try:
         if cfg.stage.name == "tau_norm":
             return evaluate_only(run)
         with StopRequest() as stop:
-            return run_epochs(run, start_epoch, start_step, best, stop)
-    except NonFiniteLoss as error:
-        raise UserError(f"{error}; stopped without saving. The last good checkpoint is "
-                        f"{os.path.join(cfg.output_dir, 'last.pt')} (lower optim.lr, or check the data)") from None
+            if start.pending:
+                start.best = complete_pending_epoch(run, start.pending, start.best)
+            if start.epoch < cfg.train.epochs:
+                log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start.epoch, cfg.train.epochs - 1,
+                         cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
+            return run_epochs(run, start.epoch, start.step, start.best, stop)
+    except Exception as error:
+        ending = ending_error(error, cfg)
+        log_ending(ending, error)
+        if ending is error:
+            raise
+        raise ending from None
+    except KeyboardInterrupt:      # a second Ctrl-C: StopRequest stops at once, nothing saved
+        message = f"stopped at once by a second interrupt, nothing saved; {last_checkpoint_words(cfg)}"
+        log.info(message)
+        raise SystemExit(130) from None
     finally:
         if run.metrics_log is not None:
             run.metrics_log.close()
+
+
+def log_ending(ending: Exception, original: Exception) -> None:
+    """The error that ends the run, into train.log: one line, with the traceback only when the
+    error is not one the user can read and fix."""
+    if isinstance(ending, UserError):
+        log_to_file_only(f"error: {ending}")
+    elif lost_a_peer(ending):
+        log_to_file_only(f"stopped because another rank failed ({str(ending).splitlines()[0][:200]})")
+    else:
+        log_to_file_only(f"the run ended with {type(ending).__name__}: {ending}",
+                         exc_info=(type(original), original, original.__traceback__))
+
+
+def agreed_across_ranks(prepare_run, device):
+    """Run `prepare_run` on every rank; if it fails on any rank, every rank stops: the failing
+    ranks with their error, the others with PeerStopped (no second error message per rank)."""
+    error = None
+    try:
+        result = prepare_run()
+    except Exception as caught:   # noqa: BLE001 - re-raised below, after the ranks agree
+        error = caught
+    if broadcast_flag(error is not None, device):
+        if error is not None:
+            raise error
+        raise PeerStopped("another rank failed while the run was being prepared")
+    return result
+
+
+def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock):
+    """Check the folder, build the run and restore its checkpoint, writing nothing (rank 0 claims
+    the folder afterwards: `claim`)."""
+    if ctx.is_main:
+        lock.check_free()
+        check_ownership(cfg.output_dir, resume, overwrite)
+        lock.seen = folder_state(cfg.output_dir)
+    set_determinism(cfg.train.deterministic)
+    rank_batch_size(cfg, ctx.world_size)
+    if cfg.rsg.enabled and cfg.rsg.threshold_epoch >= cfg.train.epochs:
+        log.warning("rsg.threshold_epoch is %d but the run has %d epochs (0..%d): RSG will never generate "
+                    "in it (only its contrastive module trains); lower rsg.threshold_epoch, or set "
+                    "rsg.enabled=false", cfg.rsg.threshold_epoch, cfg.train.epochs, cfg.train.epochs - 1)
+    parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
+    resume_path = find_resume_checkpoint(resume, cfg.output_dir)
+    run = build_run(cfg, ctx, device, resuming=bool(resume_path), parent_state=parent_state)
+    start = Start()
+    if resume_path:
+        start.epoch, start.step, start.best, state = restore(resume_path, run)
+        start.pending = pending_record(state, cfg.output_dir) if ctx.is_main else None
+    elif resume == "auto":
+        log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
+    start.pending = pending_on_every_rank(start.pending, state if resume_path else None, device)
+    return run, start
+
+
+def claim(cfg, lock: RunFolderLock, resume, overwrite: bool) -> None:
+    """Rank 0 takes the folder: the lock, then (with --overwrite) the old run's files go, then
+    train.log and config.yaml. A folder that cannot be written to is one UserError."""
+    try:
+        lock.acquire()
+        check_unchanged(cfg.output_dir, lock.seen)   # now that the folder is held: as it was checked
+        removed = remove_run_files(cfg.output_dir) if overwrite else []
+        log_to_file(cfg.output_dir)
+        if removed:
+            log.info("--overwrite: removed the previous run's %s from %s", ", ".join(removed), cfg.output_dir)
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    except OSError as error:
+        raise UserError(f"cannot write into output_dir {cfg.output_dir}: {error.strerror or error} "
+                        f"({error.filename or cfg.output_dir}); fix its permissions or choose another "
+                        f"output_dir=<path>") from None
+
+
+def pending_record(state: dict, output_dir: str) -> Optional[dict]:
+    """The record of the epoch that last.pt ends, when metrics.jsonl does not have it: that epoch
+    trained and was saved, but its evaluation (or the line itself) never finished."""
+    record = state.get("record")
+    if record is None or state["step"] != 0:
+        return None
+    done = last_finished_epoch(output_dir)
+    return record if done is None or done < record["epoch"] else None
+
+
+def pending_on_every_rank(pending: Optional[dict], state: Optional[dict], device) -> Optional[dict]:
+    """Rank 0 reads metrics.jsonl; the other ranks learn from it whether to complete an epoch
+    (they evaluate too) and take the record from their own copy of the checkpoint."""
+    if not torch.distributed.is_initialized():
+        return pending
+    if broadcast_flag(pending is not None, device):
+        return pending if pending is not None else state["record"]
+    return None
+
+
+def complete_pending_epoch(run: Run, record: dict, best: dict) -> dict:
+    """Evaluate (if the epoch is an evaluation epoch) and write the record last.pt carried."""
+    cfg = run.cfg
+    epoch = record["epoch"]
+    log.info("epoch %d was trained and saved but not recorded (its evaluation did not finish): completing it",
+             epoch)
+    if is_evaluation_epoch(cfg, epoch):
+        best = evaluate_into(run, record, best)
+        record.pop("report")
+    if run.metrics_log is not None:
+        run.metrics_log.epoch(record)
+    log.info(epoch_summary(record, best, cfg))
+    return best
+
+
+def last_checkpoint_words(cfg) -> str:
+    path = os.path.join(cfg.output_dir, "last.pt")
+    if not os.path.isfile(path):
+        return "no checkpoint was saved yet (the run stopped in its first epoch)"
+    return f"the last good checkpoint is {path}; continue with --resume auto"
+
+
+def ending_error(error: Exception, cfg) -> Exception:
+    """The error a run ends with, in the user's words: a non-finite loss or a failed write becomes
+    a UserError naming what to do; anything else is unchanged."""
+    if isinstance(error, NonFiniteLoss):
+        saved = last_checkpoint_words(cfg).replace("; continue with --resume auto", "")
+        return UserError(f"{error}; stopped without saving; {saved} (lower optim.lr, or check the data)")
+    if isinstance(error, OSError):
+        where = error.filename or cfg.output_dir
+        return UserError(f"cannot write {where}: {error.strerror or error}; {last_checkpoint_words(cfg)} "
+                         f"once the disk has space (or choose another output_dir)")
+    return error
 
 
 def start_epoch_state(run: Run, epoch: int, start_step: int):
@@ -315,6 +476,33 @@ def stop_now(run: Run, stop: StopRequest, epoch: int, step: int, best: dict) -> 
     raise SystemExit(128 + stop.signal_number)
 
 
+def is_evaluation_epoch(cfg, epoch: int) -> bool:
+    return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
+
+
+def evaluate_into(run: Run, record: dict, best: dict) -> dict:
+    """Evaluate, store the figures in the record under the evaluated split's name (test or val),
+    save best.pt if they are the best so far; returns the best."""
+    report = evaluate(run)
+    record["report"] = report          # dropped before the record is written
+    record[run.cfg.data.eval_split] = {k: report[k] for k in ("top1", "many", "medium", "few")}
+    if "posthoc" in report:      # the tau reported, how it was chosen, and every tau
+        record["posthoc"] = report["posthoc"]
+    report_unreadable_over_ranks(run, [run.test_set], f"evaluation after epoch {record['epoch']}")
+    if report["top1"] > best["top1"]:
+        best = {"top1": report["top1"], "epoch": record["epoch"]}
+        save(run, "best.pt", record["epoch"] + 1, 0, best)
+    return best
+
+
+def report_unreadable_over_ranks(run: Run, datasets, when: str) -> None:
+    """data.skip_corrupt: the images every rank replaced, gathered, reported once by rank 0."""
+    skipped = [name for dataset in datasets for name in take_unreadable(dataset)]
+    skipped = gather_lists(skipped)
+    if run.ctx.is_main:
+        log_unreadable(skipped, when, log)
+
+
 def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: StopRequest) -> dict:
     cfg = run.cfg
     rsg_weights = (cfg.rsg.cesc_weight, cfg.rsg.mv_weight)
@@ -329,42 +517,38 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
                                  progress=cfg.train.progress and run.ctx.is_main, precision=run.precision)
         if result.interrupted_at_step is not None:
             stop_now(run, stop, epoch, result.interrupted_at_step, best)
-        start_step = 0
         record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started}
-        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
-            report = evaluate(run)
-            record["test"] = {k: report[k] for k in ("top1", "many", "medium", "few")}
-            if "posthoc" in report:      # the tau reported, how it was chosen, and every tau
-                record["posthoc"] = report["posthoc"]
-            if report["top1"] > best["top1"]:
-                best = {"top1": report["top1"], "epoch": epoch}
-                save(run, "best.pt", epoch + 1, 0, best)
-        save(run, "last.pt", epoch + 1, 0, best)
+        if start_step:   # resumed mid-epoch: the statistics cover the steps after the resume only
+            record["partial"] = {"from_step": start_step, "steps": start_step + len(run.train_loader)}
+        start_step = 0
+        report_unreadable_over_ranks(run, [run.train_set], f"epoch {epoch}")
+        # The epoch's training is saved before its evaluation: a bad evaluation image costs no training.
+        save(run, "last.pt", epoch + 1, 0, best, record)
+        if is_evaluation_epoch(cfg, epoch):
+            best = evaluate_into(run, record, best)
+            report = record.pop("report")
         if run.metrics_log is not None:
             run.metrics_log.epoch(record)
-        log.info(epoch_summary(record, best))
-        report_unreadable([run.train_set, run.test_set], f"epoch {epoch}", log)  # data.skip_corrupt
+        log.info(epoch_summary(record, best, cfg))
         if stop.agreed(True, run.device):  # a signal during the epoch's last step: saved whole above
             stop_now(run, stop, epoch + 1, 0, best)
     barrier()
     if report and run.metrics_log is not None:
         run.metrics_log.hparams(config_to_dict(cfg), report)
     if report:
-        log.info("\n%s", format_group_table(report, f"{cfg.data.eval_split} accuracy (%) after epoch "
-                                                    f"{cfg.train.epochs - 1}, best top-1 {best['top1']:.2f} "
-                                                    f"at epoch {best['epoch']}"))
+        log.info(format_group_table(report, f"{cfg.data.eval_split} accuracy (%) after epoch {cfg.train.epochs - 1}, "
+                                            f"best top-1 {best['top1']:.2f} at epoch {best['epoch']}"))
     return report
 
 
 def evaluate_only(run: Run) -> dict:
     """stage.name=tau_norm trains nothing: one evaluation over the tau grid, recorded as epoch 0 of
-    train.epochs = 1 (so the table tools see a finished run), saved as best.pt and last.pt."""
-    report = evaluate(run)
-    best = {"top1": report["top1"], "epoch": 0}
-    save(run, "best.pt", 1, 0, best)
-    save(run, "last.pt", 1, 0, best)
-    record = {"epoch": 0, "lr": 0.0, "train": {}, "seconds": 0.0,
-              "test": {k: report[k] for k in ("top1", "many", "medium", "few")}, "posthoc": report["posthoc"]}
+    train.epochs = 1 (so the table tools see a finished run), saved as last.pt and best.pt."""
+    record = {"epoch": 0, "lr": 0.0, "train": {}, "seconds": 0.0}
+    save(run, "last.pt", 1, 0, {"top1": -1.0, "epoch": -1}, record)
+    best = evaluate_into(run, record, {"top1": -1.0, "epoch": -1})
+    report = record.pop("report")
+    save(run, "last.pt", 1, 0, best, record)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
     log.info("\n%s", format_tau_table(report["posthoc"], f"{run.cfg.data.eval_split} accuracy (%) of the parent "
@@ -372,16 +556,26 @@ def evaluate_only(run: Run) -> dict:
     return report
 
 
-def epoch_summary(record: dict, best: dict) -> str:
+def epoch_summary(record: dict, best: dict, cfg) -> str:
+    """One line per epoch. The loss is Eq. 7's weighted sum, shown as its terms so that they add
+    up: loss = cls + lambda1 * cesc + lambda2 * mv (each term the epoch's mean)."""
     train = record["train"]
-    text = (f"epoch {record['epoch']:3d} lr {record['lr']:.5f} loss {train['loss_total']:.4f} "
-            f"(cls {train['loss_cls']:.4f} cesc {train['loss_cesc']:.2f} mv {train['loss_mv']:.3f}) "
-            f"train acc {train['accuracy']:.2f} gen/step {train['generated_per_step']:.1f} "
-            f"{train['images_per_second']:.0f} img/s")
-    test = record.get("test")
-    if test:
-        groups = " / ".join("-" if test[g] is None else f"{test[g]:.2f}" for g in ("many", "medium", "few"))
-        text += f" | test top-1 {test['top1']:.2f} (many/medium/few {groups}) best {best['top1']:.2f}"
+    partial = record.get("partial")
+    text = f"epoch {record['epoch']:3d}"
+    if partial:
+        text += f" (steps {partial['from_step']}..{partial['steps'] - 1} only: resumed mid-epoch)"
+    text += f" lr {record['lr']:.5f} loss {train['loss_total']:.4f}"
+    if cfg.rsg.enabled:
+        text += (f" = cls {train['loss_cls']:.4f} + {cfg.rsg.cesc_weight:g}*cesc {train['loss_cesc']:.2f}"
+                 f" + {cfg.rsg.mv_weight:g}*mv {train['loss_mv']:.3f}")
+    per_rank = " per rank" if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1 else ""
+    text += (f" train acc {train['accuracy']:.2f} generated/step{per_rank} {train['generated_per_step']:.1f} "
+             f"{train['images_per_second']:.0f} img/s")
+    split = cfg.data.eval_split
+    evaluated = record.get(split)
+    if evaluated:
+        groups = " / ".join("-" if evaluated[g] is None else f"{evaluated[g]:.2f}" for g in ("many", "medium", "few"))
+        text += f" | {split} top-1 {evaluated['top1']:.2f} (many/medium/few {groups}) best {best['top1']:.2f}"
         if "posthoc" in record:   # eval.posthoc: the tau those numbers are at
             text += f" ({record['posthoc']['kind']} tau {record['posthoc']['tau']:g})"
     return text

@@ -16,18 +16,55 @@ from engine.errors import UserError
 log = logging.getLogger("rsg")
 
 
+class HeldRecords(logging.Handler):
+    """Keeps the records logged before the run owns its folder, for `log_to_file` to write first."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+LOG_FORMAT = ("%(asctime)s %(message)s", "%H:%M:%S")
+
+
 def setup_logging(output_dir: str = "", is_main: bool = True) -> None:
-    """Rank 0 logs INFO to the terminal and to output_dir/train.log; other ranks only warnings."""
+    """Rank 0 logs INFO to the terminal and (from `log_to_file` on, or at once when `output_dir` is
+    given) to output_dir/train.log; other ranks only warnings."""
     log.setLevel(logging.INFO if is_main else logging.WARNING)
+    for handler in log.handlers:
+        handler.close()
     log.handlers.clear()
     log.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler()]
+    terminal = logging.StreamHandler()
+    terminal.setFormatter(logging.Formatter(*LOG_FORMAT))
+    log.addHandler(terminal)
+    if is_main:
+        log.addHandler(HeldRecords())
     if output_dir and is_main:
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        log.addHandler(handler)
+        log_to_file(output_dir)
+
+
+def log_to_file(output_dir: str) -> None:
+    """Append the log to output_dir/train.log from now on, starting with the records held so far."""
+    handler = logging.FileHandler(os.path.join(output_dir, "train.log"))
+    handler.setFormatter(logging.Formatter(*LOG_FORMAT))
+    for held in [h for h in log.handlers if isinstance(h, HeldRecords)]:
+        for record in held.records:
+            handler.handle(record)
+        log.removeHandler(held)
+    log.addHandler(handler)
+
+
+def log_to_file_only(message: str, exc_info=None) -> None:
+    """An error that ends the run, into train.log: the entry point prints it on the terminal
+    (one line), and an unexpected exception prints its own traceback there."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), exc_info)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def resolve_device(name: str) -> torch.device:

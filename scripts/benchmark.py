@@ -116,7 +116,7 @@ def benchmark_table(args, base_overrides):
 def full_run(args, base_overrides):
     cfg = load_config(args.config, base_overrides + [f"output_dir={args.full_run_dir}"])
     started = time.perf_counter()
-    report = fit(cfg)
+    report = fit(cfg, overwrite=True)   # the full-run folder is the benchmark's scratch space: replaced each time
     seconds = time.perf_counter() - started
     print(f"\nfull run: {cfg.train.epochs} epochs of {args.config} in {seconds:.1f} s wall "
           f"(evaluating every {cfg.train.eval_every} epoch(s)); final top-1 {report['top1']:.2f}%, "

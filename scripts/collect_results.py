@@ -155,12 +155,20 @@ def report_from_per_class_csv(path: str) -> dict:
     return report
 
 
+def evaluations(run: RunRecord) -> list[dict]:
+    """The figures of every evaluated epoch on the run's data.eval_split. metrics.jsonl names them
+    after the split (test or val); files written before that kept every split under "test"."""
+    split = run.config["data"].get("eval_split", "test")
+    found = [line.get(split, line.get("test")) for line in run.metrics]
+    return [figures for figures in found if figures]
+
+
 def run_report(run: RunRecord, epoch: str = "final") -> Optional[dict]:
     """The run's test report: top1 / many / medium / few (percent), or None if not available."""
     if run.config["data"].get("eval_split") == "val":   # large scale: best.pt on the test list
         path = os.path.join(run.folder, TEST_CSV)
         return report_from_per_class_csv(path) if os.path.isfile(path) else None
-    evaluated = [line["test"] for line in run.metrics if line.get("test")]
+    evaluated = evaluations(run)
     if not evaluated:
         return None
     return evaluated[-1] if epoch == "final" else max(evaluated, key=lambda test: test["top1"])

@@ -41,7 +41,7 @@ def parse_args(argv=None):
 
 
 def load_training_model(path: str, overrides: list):
-    """(config, model with RSG and every weight of the checkpoint, training set)."""
+    """(config, model with RSG and every weight of the checkpoint, training set, epochs trained)."""
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"], overrides)
     if not cfg.rsg.enabled:
@@ -51,7 +51,7 @@ def load_training_model(path: str, overrides: list):
     train_set, _ = build_datasets(cfg.data)
     if class_counts(train_set.targets, train_set.num_classes) != list(state["class_counts"]):
         raise UserError(f"{path}: the training set built now does not have the run's class counts; check data.*")
-    return cfg, model, train_set
+    return cfg, model, train_set, state["epoch"]
 
 
 @reports_user_errors
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     require_pyplot()
     overrides = [f"data.root={args.data_root}"] if args.data_root else []
-    cfg, model, train_set = load_training_model(args.checkpoint, overrides)
+    cfg, model, train_set, trained = load_training_model(args.checkpoint, overrides)
     device = resolve_device(args.device or cfg.train.device)
     torch.manual_seed(cfg.train.seed)      # RSG's pairing draws
     epoch = cfg.rsg.threshold_epoch
@@ -69,14 +69,17 @@ def main(argv=None) -> int:
         raise UserError("RSG generated no sample in these batches (no frequent or no rare class in them); "
                         "try more --batches")
     shape = "x".join(map(str, feature_shape_at(model.backbone, model.rsg_position, cfg.data.image_size)))
-    title = (f"{cfg.name}: RSG's input at {model.rsg_position} ({shape}), pooled, 2-D PCA; "
-             f"{args.batches} training batches at epoch {epoch}")
+    # The title names the checkpoint's own epoch; RSG is put in its generating phase (epoch T_th)
+    # whatever the checkpoint's epoch, which the title says too.
+    title = (f"{cfg.name}, checkpoint after {trained} epoch{'' if trained == 1 else 's'}: RSG's input at "
+             f"{model.rsg_position} ({shape}), pooled, 2-D PCA; {args.batches} training batches, RSG "
+             f"generating (set to its phase from T_th = {epoch})")
     figure = feature_figure(pca_2d(groups), title)
     run_dir = os.path.dirname(os.path.abspath(args.checkpoint))
     out = args.out or os.path.join(run_dir, "rsg_features.png")
     figure.savefig(out, dpi=120)
     if not args.no_tensorboard:
-        log_figure(run_dir, "figures/rsg_features", figure, epoch)
+        log_figure(run_dir, "figures/rsg_features", figure, trained)
     print(", ".join(f"{name} {len(values)}" for name, values in groups.items()) + f" samples; wrote {out}")
     return 0
 

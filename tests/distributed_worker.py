@@ -5,7 +5,9 @@
 MODE step: one training step on the first global batch of a model without batch-norm, then the
            model's weights to OUT/weights.pt (rank 0), and an evaluation of a test set of odd size to
            OUT/eval.pt (rank 0).
-MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1.
+MODE skipped: each rank "replaced" one unreadable image (data.skip_corrupt); rank 0 reports both.
+MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1, through the entry points'
+           error reporting (engine.errors.reports_user_errors), as train.py runs it.
 """
 
 import os
@@ -19,6 +21,7 @@ import engine.run as engine_run  # noqa: E402
 from data.samplers import ShardSampler  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.distributed import init_distributed, shutdown  # noqa: E402
+from engine.errors import reports_user_errors  # noqa: E402
 from engine.loop import predict, training_step  # noqa: E402
 from engine.runtime import resolve_device  # noqa: E402
 
@@ -60,6 +63,18 @@ def one_step(cfg, out):
     shutdown()
 
 
+def report_skipped(cfg):
+    from types import SimpleNamespace
+
+    from engine.runtime import setup_logging
+
+    ctx, _ = init_distributed(cfg.train.device)
+    setup_logging(is_main=ctx.is_main)
+    engine_run.take_unreadable = lambda dataset: [f"images/broken_on_rank{ctx.rank}.png"]
+    engine_run.report_unreadable_over_ranks(SimpleNamespace(ctx=ctx), [object()], "epoch 0")
+    shutdown()
+
+
 class FailsOnRank1(torch.nn.Module):
     """The configured loss, except that rank 1 raises once epoch 1 has started."""
 
@@ -75,6 +90,7 @@ class FailsOnRank1(torch.nn.Module):
         return self.criterion(logits, targets, weights)
 
 
+@reports_user_errors
 def fail_on_rank_1(cfg):
     build_loss, learning_rate = engine_run.build_loss, engine_run.learning_rate
 
@@ -85,6 +101,7 @@ def fail_on_rank_1(cfg):
     engine_run.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
     engine_run.learning_rate = tracking_learning_rate
     engine_run.fit(cfg)
+    return 0
 
 
 if __name__ == "__main__":
@@ -93,5 +110,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if mode == "step":
         one_step(config, output)
+    elif mode == "skipped":
+        report_skipped(config)
     else:
-        fail_on_rank_1(config)
+        sys.exit(fail_on_rank_1(config))

@@ -61,9 +61,16 @@ def test_a_run_crossing_the_rsg_threshold_completes_and_resumes_under_torchrun(t
     first = torchrun(os.path.join(ROOT, "train.py"), "--config", path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert load_checkpoint(str(output / "last.pt"))["epoch"] == 2
+    refused = torchrun(os.path.join(ROOT, "train.py"), "--config", path)      # no --resume: the folder is taken
+    assert refused.returncode != 0
+    assert refused.stderr.count("error: output_dir") == 1, refused.stderr[-3000:]
+    assert "[rank1]: Traceback" not in refused.stderr and "[rank0]: Traceback" not in refused.stderr
+    root_cause = refused.stderr[refused.stderr.index("Root Cause"):]
+    assert "rank      : 0" in root_cause and "UserError: output_dir" in root_cause
     second = torchrun(os.path.join(ROOT, "train.py"), "--config", path, "--resume", "auto", "train.epochs=3")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr and "x 2 ranks" in second.stderr
+    assert "generated/step per rank" in second.stderr
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]          # rank 0 alone writes
     assert records[2]["train"]["generated_per_step"] > 0       # RSG generated after the threshold
@@ -77,5 +84,18 @@ def test_a_failure_on_one_rank_ends_the_job_with_its_error_and_keeps_the_checkpo
     result = torchrun(WORKER, "fail", path, tmp_path)
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
+    root_cause = result.stderr[result.stderr.index("Root Cause"):]       # torchrun's summary
+    assert "rank      : 1" in root_cause and "RuntimeError: injected failure on rank 1" in root_cause
+    assert "[rank0]: Traceback" not in result.stderr                     # rank 0 only lost its peer
     state = load_checkpoint(str(output / "last.pt"))     # epoch 0's checkpoint, intact
     assert (state["epoch"], state["step"]) == (1, 0)
+
+
+def test_images_skipped_on_every_rank_are_reported_together(tmp_path):
+    path = write_config(tmp_path / "skip.yaml", tiny_config_dict(tmp_path / "run"))
+    result = torchrun(WORKER, "skipped", path, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [line for line in result.stderr.splitlines() if "unreadable image(s)" in line]
+    assert len(reports) == 1, result.stderr[-3000:]                  # rank 0 alone reports
+    assert "epoch 0: 2 unreadable" in reports[0]
+    assert "broken_on_rank0.png" in reports[0] and "broken_on_rank1.png" in reports[0]

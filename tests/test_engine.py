@@ -51,7 +51,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match="disk full; the previous last.pt is intact"):
         save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {"w": torch.zeros(3)}, "epoch": 2}, path)
     monkeypatch.setattr(torch, "save", real_save)
     with open(path, "rb") as f:

@@ -116,3 +116,48 @@ def test_runs_write_their_hparams_to_tensorboard(runs):
     with open(os.path.join(runs["rsg"], "metrics.jsonl")) as f:
         final = json.loads(f.read().splitlines()[-1])["test"]
     assert events.Scalars("hparams/top1")[-1].value == pytest.approx(final["top1"])
+
+
+def test_log_axis_ticks_are_plain_and_never_run_together():
+    from engine.figures import one_two_five_label
+
+    assert [one_two_five_label(v) for v in (1, 2, 5, 10, 20, 50, 100, 500)] == \
+        ["1", "2", "5", "10", "20", "50", "100", "500"]
+    assert [one_two_five_label(v) for v in (3, 40, 60, 70, 80, 90, 300)] == [""] * 7
+
+
+def test_the_legend_sits_beside_the_curves_not_on_them(tmp_path):
+    from engine.figures import per_class_figure
+
+    counts = np.array([500, 300, 120, 60, 30, 15, 8, 4])
+    series = [("LDAM-DRW-RSG", counts, np.linspace(95, 20, 8)), ("LDAM-DRW", counts, np.linspace(96, 5, 8))]
+    figure = per_class_figure(series, "a run and its baseline")
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    legend = axes.get_legend().get_window_extent(renderer)
+    plot_area = axes.get_window_extent(renderer)
+    assert legend.x0 >= plot_area.x1                      # wholly to the right of the plotting area
+    assert legend.x1 <= figure.bbox.x1 + 1                 # and not cut off
+    labels = [t.get_text() for t in axes.xaxis.get_ticklabels(minor=True) if t.get_text()]
+    assert "60" not in labels and "90" not in labels
+    figure.savefig(tmp_path / "per_class.png", dpi=80)
+
+
+def test_feature_figure_title_names_the_checkpoints_epoch(runs, tmp_path, capsys, restore_torch_globals):
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(os.path.join(runs["rsg"], "last.pt"))
+    state["epoch"] = 1                                      # a 1-epoch checkpoint of a run with T_th = 5
+    state["config"]["rsg"]["threshold_epoch"] = 5
+    one_epoch = tmp_path / "one_epoch.pt"
+    save_checkpoint(state, str(one_epoch))
+    captured = {}
+    real = plot_features.feature_figure
+    plot_features.feature_figure = lambda points, title: captured.setdefault("title", title) and real(points, title)
+    try:
+        assert plot_features.main(["--checkpoint", str(one_epoch), "--out", str(tmp_path / "f.png"), "--no-tensorboard"]) == 0
+    finally:
+        plot_features.feature_figure = real
+    assert "checkpoint after 1 epoch:" in captured["title"] and "T_th = 5" in captured["title"]
+    assert "at epoch 5" not in captured["title"]

@@ -31,14 +31,16 @@ def make_fake(root):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three train.py runs at once: the shrunk recipe; the same with an image missing and 2 workers;
-    a digits run (a dataset without a validation split). name -> (output_dir, CompletedProcess)."""
+    """Three train.py runs at once: the shrunk recipe; the same with a corrupt validation image and 2
+    workers (a missing one is found before training, engine/run.py); a digits run (a dataset
+    without a validation split). name -> (output_dir, CompletedProcess)."""
     tmp = tmp_path_factory.mktemp("large_scale")
     make_fake(tmp / "fake")
     make_fake(tmp / "broken")
     with open(tmp / "broken" / "ImageNet_LT_val.txt") as f:   # every listed image is evaluated
         missing = f.read().splitlines()[7].rsplit(" ", 1)[0]
-    os.remove(tmp / "broken" / missing)
+    with open(tmp / "broken" / missing, "wb") as f:
+        f.write(b"not an image")
     digits = write_config(tmp / "digits.yaml", tiny_config_dict(tmp / "digits", train={"epochs": 1}))
     commands = {
         "fake": ["--config", RECIPE, f"data.root={tmp / 'fake'}", "data.num_workers=0",
@@ -85,7 +87,7 @@ def test_one_epoch_of_the_recipe_selects_on_val(runs, evaluations):
     # What train.py evaluated every epoch (and chose best.pt on) is the validation list.
     with open(os.path.join(output_dir, "metrics.jsonl")) as f:
         record = json.loads(f.readline())
-    evaluated = record.get("test") or record.get("eval")
+    evaluated = record["val"]          # metrics.jsonl names the evaluated split
     assert evaluated["top1"] == pytest.approx(table(evaluations["val"].stdout)["all"], abs=0.01)
 
 
@@ -109,14 +111,14 @@ def test_eval_prints_the_shot_group_table_and_writes_per_class_csv(runs, evaluat
     assert os.path.isfile(os.path.join(runs["fake"][0], "best.val.per_class.csv"))
 
 
-def test_missing_image_in_a_worker_stops_with_one_line(runs):
-    _, result = runs["broken"]
-    where, missing = runs["missing"]
+def test_corrupt_image_in_a_worker_stops_with_one_line_after_saving_the_epoch(runs):
+    output_dir, result = runs["broken"]
+    where, corrupt = runs["missing"]
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
     last = error_lines(result.stderr)[-1]
-    assert last.startswith(f"error: {where}: image file ") and last.endswith(f"{missing} is missing; restore it or "
-                                                                             f"remove it from the dataset")
+    assert last.startswith(f"error: {where}: image file ") and f"{corrupt} cannot be read" in last
+    assert load_checkpoint(os.path.join(output_dir, "last.pt"))["epoch"] == 1   # the training was saved first
 
 
 def test_val_split_of_a_dataset_without_one_is_a_user_error(runs, evaluations):

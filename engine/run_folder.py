@@ -1,0 +1,172 @@
+"""A run folder has one owner: the run that holds its lock.
+
+The rules (README "Run folders"):
+
+- A fresh run (no `--resume`) into a folder that already holds run files stops before touching it,
+  saying what is there and the three ways on: `--resume auto` (continue that run), another
+  `output_dir`, or `--overwrite` (the convention of Hugging Face's Trainer: replace that run).
+- A run holds an exclusive `fcntl.flock` on `<output_dir>/.lock` for its whole life (rank 0 under
+  torchrun). The OS releases it when the process ends, however it ends, so a killed run never
+  blocks its own resume; a second run into a held folder is refused with the holder's PID.
+- Nothing is written into the folder (not even config.yaml or the lock file) before the config,
+  the data and the model are built and checked: `claim` is called only then.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import os
+import shutil
+from typing import Optional
+
+import yaml
+
+from engine.errors import UserError
+
+LOCK_NAME = ".lock"
+# What train.py writes; eval.py's per-class CSVs beside the checkpoints describe them too.
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train.log", "tensorboard")
+EVALUATION_FILES = "*.per_class.csv"
+
+
+def run_files(folder: str) -> list[str]:
+    """The run files present in `folder` (names), in RUN_FILES order, then eval.py's CSVs."""
+    present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
+    return present + sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, EVALUATION_FILES)))
+
+
+def folder_state(folder: str) -> tuple:
+    """(name, size, mtime) of each run file: what the run saw when it checked the folder."""
+    state = []
+    for name in run_files(folder):
+        stats = os.stat(os.path.join(folder, name))
+        state.append((name, stats.st_size, stats.st_mtime_ns))
+    return tuple(state)
+
+
+def check_unchanged(folder: str, seen: tuple) -> None:
+    """Under the lock: the folder is as it was when checked. Another run may have taken it and
+    finished while this one was being built (two runs started at once); then this one stops."""
+    if folder_state(folder) != seen:
+        raise UserError(f"output_dir {folder} was written by another run while this one was being prepared; "
+                        f"this run changed nothing there. Start it again (--resume auto continues that run), "
+                        f"or train into another folder with output_dir=<path>")
+
+
+def last_finished_epoch(folder: str) -> Optional[int]:
+    """The epoch of the last line of metrics.jsonl (one line per finished epoch), or None."""
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    epoch = None
+    with open(path) as f:
+        for line in f:
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (ValueError, KeyError, TypeError):
+                continue        # a line cut short by a crash: the lines before it still count
+    return epoch
+
+
+def describe_run(folder: str) -> str:
+    """'config quickstart, 30 epochs configured, last finished epoch 29' from the folder's files."""
+    parts = []
+    try:
+        with open(os.path.join(folder, "config.yaml")) as f:
+            stored = yaml.safe_load(f) or {}
+        parts.append(f"config {stored.get('name') or '?'}, {stored.get('train', {}).get('epochs', '?')} "
+                     f"epochs configured")
+    except (OSError, yaml.YAMLError, AttributeError):
+        parts.append("no readable config.yaml")
+    epoch = last_finished_epoch(folder)
+    parts.append("no finished epoch" if epoch is None else f"last finished epoch {epoch}")
+    return ", ".join(parts)
+
+
+def continues_this_folder(resume: Optional[str], folder: str) -> bool:
+    """`--resume auto`, or a checkpoint inside the folder: the run carries on the folder's run."""
+    if resume == "auto":
+        return True
+    if not resume:
+        return False
+    return os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
+
+
+def check_ownership(folder: str, resume: Optional[str], overwrite: bool) -> None:
+    """Refuse, before anything is built or written, a fresh run into a folder holding another run."""
+    if overwrite and resume:
+        raise UserError("--overwrite replaces the run in output_dir and --resume continues it; give one of them")
+    if overwrite:
+        return
+    if resume == "auto" and not os.path.isfile(os.path.join(folder, "last.pt")):
+        done = last_finished_epoch(folder)
+        if done is not None:   # starting from scratch would append epochs 0.. to that run's metrics
+            raise UserError(f"output_dir {folder} holds a run whose metrics.jsonl goes to epoch {done}, but no "
+                            f"last.pt to continue it from; nothing was changed. Replace that run with "
+                            f"--overwrite, or train into another folder with output_dir=<path>")
+    if continues_this_folder(resume, folder):
+        return
+    present = run_files(folder) if os.path.isdir(folder) else []
+    if present:
+        raise UserError(f"output_dir {folder} holds a run already ({describe_run(folder)}; files: "
+                        f"{', '.join(present)}); nothing was changed. Continue that run with --resume auto, "
+                        f"train into another folder with output_dir=<path>, or replace it with --overwrite")
+
+
+class RunFolderLock:
+    """An exclusive flock on <folder>/.lock, held until `release` or the end of the process."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.fd: Optional[int] = None
+        self.seen: tuple = ()           # folder_state when the folder was checked
+
+    def check_free(self) -> None:
+        """Take the lock if its file exists already (opening it read-only writes nothing); a
+        held lock is refused now, before the run builds anything."""
+        if self.fd is None and os.path.isfile(self.path):
+            self._take(os.open(self.path, os.O_RDONLY))
+
+    def acquire(self) -> None:
+        """Take the lock, creating the folder and the lock file, and write this process's PID."""
+        if self.fd is None:
+            os.makedirs(self.folder, exist_ok=True)
+            self._take(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        with open(self.path, "w") as f:   # the PID is for the refusal message only; the flock decides
+            f.write(f"{os.getpid()}\n")
+
+    def _take(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"output_dir {self.folder} is in use by another run (PID {self.holder()}); wait for it "
+                            f"to end, stop it, or train into another folder with output_dir=<path>") from None
+        self.fd = fd
+
+    def holder(self) -> str:
+        try:
+            with open(self.path) as f:
+                return f.read().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)      # closing the descriptor releases the flock
+            self.fd = None
+
+
+def remove_run_files(folder: str) -> list[str]:
+    """--overwrite: delete the previous run's files (only those; anything else in the folder stays)."""
+    removed = run_files(folder)
+    for name in removed:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return removed
