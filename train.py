@@ -3,6 +3,7 @@
     python train.py --config configs/cifar10_lt/ldam_drw_rsg_r100.yaml [key=value ...]
     python train.py --config X --print-config          # the resolved config, then exit
     python train.py --config X --resume auto           # continue the run in its output_dir
+    python train.py --config X --branch-from RUN/threshold.pt output_dir=NEW   # a branch of RUN at T_th
 """
 
 import argparse
@@ -16,6 +17,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", default=None, help="'auto' (the run's last.pt, if any) or a checkpoint path")
+    parser.add_argument("--branch-from", default=None, metavar="CHECKPOINT",
+                        help="start from another run's checkpoint (an epoch boundary, e.g. its threshold.pt) "
+                             "into this config's output_dir; the config may differ only in what acts from "
+                             "that epoch on (docs/DESIGN.md, Branching)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
     return parser.parse_args(argv)
@@ -30,7 +35,7 @@ def main(argv=None) -> int:
         return 0
     from engine.run import fit  # heavy imports (torch) only once the config is known to be good
 
-    fit(cfg, resume=args.resume)
+    fit(cfg, resume=args.resume, branch_from=args.branch_from)
     return 0
 
 

@@ -19,7 +19,9 @@ from data.device_loader import DeviceLoader
 from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
+from engine.branch import prepare_branch, start_branch, threshold_checkpoint_due
 from engine.config import config_to_dict, flatten, save_config
+from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import DistributedContext, barrier, init_distributed, shutdown
 from engine.errors import UserError
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
@@ -111,6 +113,7 @@ class MetricsLog:
         for name, value in record.get("test", {}).items():
             if value is not None:
                 self.writer.add_scalar(f"test/{name}", value, epoch)
+        log_extras(self.writer, record)
         self.writer.flush()
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -234,17 +237,20 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
                generator)
 
 
-def fit(cfg, resume=None) -> dict:
+def fit(cfg, resume=None, branch_from=None) -> dict:
     """Train as configured, in one process or as one rank of a torchrun job; returns the last
-    evaluation report (the same on every rank)."""
+    evaluation report (the same on every rank). `branch_from`: a checkpoint of another run to
+    continue from into this run's folder (engine/branch.py)."""
     ctx, device = init_distributed(cfg.train.device)
     try:
-        return _fit(cfg, resume, ctx, device or resolve_device(cfg.train.device))
+        return _fit(cfg, resume, ctx, device or resolve_device(cfg.train.device), branch_from)
     finally:
         shutdown()
 
 
-def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
+def _fit(cfg, resume, ctx: DistributedContext, device: torch.device, branch_from=None) -> dict:
+    resuming_branch = branch_from and find_resume_checkpoint(resume, cfg.output_dir)
+    parent = prepare_branch(branch_from, cfg) if branch_from and not resuming_branch else None
     if ctx.is_main:
         os.makedirs(cfg.output_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
@@ -252,10 +258,12 @@ def _fit(cfg, resume, ctx: DistributedContext, device: torch.device) -> dict:
     set_determinism(cfg.train.deterministic)
     rank_batch_size(cfg, ctx.world_size)
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
-    run = build_run(cfg, ctx, device, resuming=bool(resume_path))
+    run = build_run(cfg, ctx, device, resuming=bool(resume_path or parent))
     start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
     if resume_path:
         start_epoch, start_step, best = restore(resume_path, run)
+    elif parent:
+        start_epoch, start_step, best = start_branch(run, parent)
     elif resume == "auto":
         log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
     if ctx.is_main:
@@ -312,14 +320,18 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
         if result.interrupted_at_step is not None:
             stop_now(run, stop, epoch, result.interrupted_at_step, best)
         start_step = 0
-        record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started}
+        record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started,
+                  **result.sections}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             report = evaluate(run)
             record["test"] = {k: report[k] for k in ("top1", "many", "medium", "few")}
+            record["test_per_class"] = test_per_class(report)
             if report["top1"] > best["top1"]:
                 best = {"top1": report["top1"], "epoch": epoch}
                 save(run, "best.pt", epoch + 1, 0, best)
         save(run, "last.pt", epoch + 1, 0, best)
+        if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
+            save(run, "threshold.pt", epoch + 1, 0, best)
         if run.metrics_log is not None:
             run.metrics_log.epoch(record)
         log.info(epoch_summary(record, best))
