@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import statistics
@@ -40,6 +41,7 @@ from engine.config import config_to_dict, flatten, load_config  # noqa: E402
 from engine.errors import UserError  # noqa: E402
 from engine.metrics import SHOT_GROUPS  # noqa: E402
 from scripts.paper_tables import TABLES, TEST_CSV, Table, get_table  # noqa: E402
+from scripts.rsg_pair import SHARED_STAGE_SUFFIX  # noqa: E402
 
 # Keys that say where and how fast a run ran, not what it trained: ignored when matching a run to its config.
 RUN_KEYS = {"name", "output_dir", "train.seed", "data.root", "data.download", "data.num_workers",
@@ -103,18 +105,22 @@ def differing_keys(run_config: dict, reference: dict) -> list[str]:
     return sorted(k for k in set(run) | set(ref) if k not in RUN_KEYS and run.get(k) != ref.get(k))
 
 
+@functools.lru_cache(maxsize=None)
+def table_config(config: str) -> dict:
+    """A table config, resolved, as a dict (loaded once)."""
+    return config_to_dict(load_config(os.path.join(ROOT, config)))
+
+
 class ConfigIndex:
     """The table configs by file name, loaded once, to identify runs by their resolved config."""
 
     def __init__(self, configs):
-        self.by_name, self.loaded = {}, {}
+        self.by_name = {}
         for config in dict.fromkeys(configs):      # a config of several tables once
             self.by_name.setdefault(os.path.splitext(os.path.basename(config))[0], []).append(config)
 
     def reference(self, config: str) -> dict:
-        if config not in self.loaded:
-            self.loaded[config] = config_to_dict(load_config(os.path.join(ROOT, config)))
-        return self.loaded[config]
+        return table_config(config)
 
     def identify(self, run: RunRecord):
         """(config path, keys differing from it), or (None, []) for a run of no table config."""
@@ -203,6 +209,8 @@ def index_runs(runs: list[RunRecord], index: ConfigIndex):
     """{(config, seed): [(run, differing keys)]} and the runs of no table config."""
     by_cell, unknown = {}, []
     for run in runs:
+        if str(run.config.get("name", "")).endswith(SHARED_STAGE_SUFFIX):
+            continue        # the first stage of a paired design (scripts/rsg_pair.py): its branches count
         config, keys = index.identify(run)
         if config is None:
             unknown.append(run)
@@ -232,6 +240,81 @@ def collect_table(table: Table, by_cell: dict, seeds, epoch: str = "final") -> l
                 result.differs.update(keys)
         results.append(result)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired cells: w/o and w/ RSG of the same config, compared seed by seed
+
+
+@dataclass
+class PairResult:
+    without: CellResult
+    with_rsg: CellResult
+    differences: dict                          # seed -> w/ minus w/o
+    shared_stage: dict                         # seed -> whether both runs branch from one first stage
+
+    @property
+    def label(self) -> str:
+        cell, other = self.with_rsg.cell, self.without.cell
+        if cell.row == other.row:          # Tables 1, 2: w/o and w/ RSG are columns
+            return f"{cell.row}, {cell.column.replace(' w/ RSG', '')}"
+        return f"{other.row} vs {cell.row}, {cell.column}"    # Table 6: they are rows
+
+    def text(self) -> str:
+        if not self.differences:
+            return "no seed with both runs"
+        per_seed = ", ".join(f"seed {s} {d:+.2f}" for s, d in sorted(self.differences.items()))
+        values = list(self.differences.values())
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        design = ("paired: shared first stage" if all(self.shared_stage.values()) else
+                  "independent runs" if not any(self.shared_stage.values()) else "partly paired")
+        return f"{per_seed}; mean {statistics.fmean(values):+.2f}{spread} ({design})"
+
+
+def rsg_partner(config: str, candidates, reference) -> Optional[str]:
+    """The config among `candidates` that is `config` with RSG off and nothing else changed."""
+    mine = reference(config)
+    if not mine["rsg"]["enabled"]:
+        return None
+    for other in candidates:
+        theirs = reference(other)
+        if other != config and not theirs["rsg"]["enabled"] and differing_keys(mine, theirs) == ["rsg.enabled"]:
+            return other
+    return None
+
+
+def shared_parent(without_folder: str, with_folder: str) -> bool:
+    from engine.branch import read_branch
+
+    records = [read_branch(without_folder), read_branch(with_folder)]
+    return all(records) and records[0]["sha256"] == records[1]["sha256"]
+
+
+def pair_results(table: Table, results: list[CellResult], reference=None) -> list[PairResult]:
+    """Every (w/o, w/ RSG) pair of cells of `table` measuring the same thing, with per-seed differences."""
+    pairs = []
+    configs = table.configs()
+    reference = reference or table_config
+    for result in results:
+        partner = rsg_partner(result.cell.config, configs, reference)
+        if partner is None:
+            continue
+        without = next(r for r in results if r.cell.config == partner and r.cell.measure == result.cell.measure
+                       and (r.cell.column == result.cell.column or r.cell.row == result.cell.row))
+        seeds = sorted(set(result.values) & set(without.values))
+        pairs.append(PairResult(without, result, {s: result.values[s] - without.values[s] for s in seeds},
+                                {s: shared_parent(without.folders[s], result.folders[s]) for s in seeds}))
+    return pairs
+
+
+def format_pairs(table: Table, pairs: list[PairResult], markdown: bool = False) -> list[str]:
+    if not pairs:
+        return []
+    unit = table.unit.split(" (")[0] if "error" in table.unit else table.unit
+    title = (f"Paired cells: w/ minus w/o RSG per seed ({unit}; for errors, negative = RSG better) and the "
+             f"mean ± std of the differences")
+    lines = [title] if not markdown else [f"{title}:", ""]
+    return lines + [f"{'-' if markdown else ' '} {pair.label}: {pair.text()}" for pair in pairs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +375,7 @@ def format_text(table: Table, results: list[CellResult], seeds, epoch: str = "fi
             out.append("")
         out.append(f"{row.ljust(label)}  {kind.ljust(6)}" + "  ".join(t.ljust(w) for t, w in zip(texts, widths)))
     out += footnotes(results)
+    out += format_pairs(table, pair_results(table, results))
     return "\n".join(line.rstrip() for line in out) + "\n"
 
 
@@ -325,6 +409,9 @@ def format_markdown(table: Table, results: list[CellResult], seeds, epoch: str =
     notes = footnotes(results)
     if notes:
         out += [""] + [f"- {line}".replace("* runs", "\\* runs") for line in notes]
+    pairs = format_pairs(table, pair_results(table, results), markdown=True)
+    if pairs:
+        out += [""] + pairs
     out += ["", *cell_list(table, results)]
     return "\n".join(out) + "\n"
 

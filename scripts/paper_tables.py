@@ -380,6 +380,36 @@ def plan(table: Table, seeds, output_root: str = "runs", gpus: int = 1, override
     return [plan_job(table, config, seed, output_root, gpus, list(overrides)) for config in configs for seed in seeds]
 
 
+def plan_paired(table: Table, seeds, output_root: str = "runs", gpus: int = 1, overrides=(), cells: str = "*"):
+    """As `plan`, but each w/o-vs-w/ RSG pair of configs (the same config with rsg.enabled off) runs as
+    one job of scripts/rsg_pair.py per seed: a shared first stage to T_th and two branches. Returns
+    (jobs, epochs trained by the pairs' jobs, epochs the same runs take from scratch)."""
+    from scripts.collect_results import rsg_partner, table_config
+    from scripts.rsg_pair import pair_commands, pair_folders
+
+    configs = [c for c in table.configs() if fnmatch.fnmatch(c, cells)]
+    pairs = {with_rsg: rsg_partner(with_rsg, configs, table_config) for with_rsg in configs}
+    pairs = {w: wo for w, wo in pairs.items() if wo}
+    if not pairs:
+        raise UserError(f"--paired: Table {table.number} has no w/o-vs-w/ RSG pair of configs among {cells!r}")
+    paired = set(pairs) | set(pairs.values())
+    jobs = plan(table, seeds, output_root, gpus, overrides, cells) if paired != set(configs) else []
+    jobs = [job for job in jobs if job.config not in paired]
+    paired_epochs = scratch_epochs = 0
+    for with_rsg, without in pairs.items():
+        cfg = load_config(os.path.join(ROOT, with_rsg), list(overrides))
+        paired_epochs += len(seeds) * (2 * cfg.train.epochs - cfg.rsg.threshold_epoch)
+        scratch_epochs += len(seeds) * 2 * cfg.train.epochs
+        for seed in seeds:
+            job = Job(with_rsg, seed, os.path.dirname(pair_folders(output_root, with_rsg, seed)["shared"]))
+            if pair_commands(with_rsg, without, seed, output_root, list(overrides), gpus):
+                job.train = [sys.executable, "scripts/rsg_pair.py", "--config", with_rsg, "--without", without,
+                             "--seeds", str(seed), "--output-root", output_root, "--gpus", str(gpus),
+                             "--no-summary", *overrides]
+            jobs.append(job)
+    return jobs, paired_epochs, scratch_epochs
+
+
 def execute(job: Job) -> int:
     """Train and/or evaluate one job (from the repository root); the exit status of the first failure."""
     if job.train:
@@ -425,6 +455,10 @@ def parse_args(argv=None):
                         help="comma-separated seeds (default: 0,1,2 for CIFAR, 0 for Tables 7-9)")
     parser.add_argument("--cells", default="*", help="run only the configs whose path matches this glob")
     parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
+    parser.add_argument("--paired", action="store_true",
+                        help="run each w/o-vs-w/ RSG pair (Tables 1, 2, 6) as a paired design: per seed one shared "
+                             "first stage to T_th and two branches (scripts/rsg_pair.py); the same expected "
+                             "difference, a smaller spread, fewer epochs")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
     return parser.parse_args(argv)
 
@@ -437,7 +471,12 @@ def main(argv=None) -> int:
     table = get_table(args.table)
     seeds = args.seeds or table.seeds
     overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
-    jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
+    if args.paired:
+        jobs, paired_epochs, scratch_epochs = plan_paired(table, seeds, output_root, args.gpus, overrides, args.cells)
+        print(f"paired design: the RSG pairs train {paired_epochs} epochs instead of {scratch_epochs} from "
+              f"scratch ({100 * (1 - paired_epochs / scratch_epochs):.0f}% fewer)", file=sys.stderr)
+    else:
+        jobs = plan(table, seeds, output_root, args.gpus, overrides, args.cells)
     pending = [job for job in jobs if not job.done]
     for job in jobs:
         if job.done:
