@@ -308,7 +308,8 @@ class RSG(nn.Module):
             self._record("assignment_entropy", entropy)
             shape = (self.num_classes, self.num_centers)
             mass = gamma.new_zeros(shape).index_add_(0, targets, gamma)
-            hits = F.one_hot(gamma.argmax(dim=1), self.num_centers).to(gamma.dtype)
+            # scatter, not F.one_hot, which checks its input's range on the host (a sync per step)
+            hits = torch.zeros_like(gamma).scatter_(1, gamma.argmax(dim=1, keepdim=True), 1.0)
             self.diagnostics["assignment_mass"] = mass
             self.diagnostics["assignment_argmax"] = gamma.new_zeros(shape).index_add_(0, targets, hits)
 

@@ -438,6 +438,13 @@ def from_caller(path: str) -> str:
     return os.path.abspath(path)
 
 
+def roots_and_overrides(args) -> tuple[str, list]:
+    """--output-root and the overrides for every run (--data-root as data.root), both valid from the
+    repository root; call before changing into it."""
+    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    return output_root, ([f"data.root={data_root}"] if data_root else []) + args.overrides
+
+
 def parse_seeds(text: str) -> tuple:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -466,11 +473,10 @@ def parse_args(argv=None):
 @reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    output_root, overrides = roots_and_overrides(args)
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
     table = get_table(args.table)
     seeds = args.seeds or table.seeds
-    overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
     if args.paired:
         jobs, paired_epochs, scratch_epochs = plan_paired(table, seeds, output_root, args.gpus, overrides, args.cells)
         print(f"paired design: the RSG pairs train {paired_epochs} epochs instead of {scratch_epochs} from "

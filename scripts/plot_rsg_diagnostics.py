@@ -23,11 +23,12 @@ from engine.figures import log_figure, read_run_config, require_pyplot  # noqa: 
 from engine.metrics import SHOT_GROUPS, shot_group  # noqa: E402
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+RIGHT_AXIS = {"rsg_contrastive_accuracy"}   # a fraction in [0, 1], beside counts of centers
 PANELS = (  # (title, [(metrics key in record["train"], legend label)])
     ("L_CESC terms (Eq. 5)", [("rsg_center_loss", "center"), ("rsg_contrastive_loss", "contrastive")]),
-    ("contrastive accuracy, centers used", [("rsg_contrastive_accuracy", "h accuracy on its pairs"),
-                                            ("rsg_centers_used", "centers used per class (exp entropy)"),
-                                            ("rsg_centers_used_min", "fewest centers of a class")]),
+    ("centers used; h's pair accuracy (right axis)", [("rsg_centers_used", "centers used per class (exp entropy)"),
+                                                      ("rsg_centers_used_min", "fewest centers of a class"),
+                                                      ("rsg_contrastive_accuracy", "h accuracy on its pairs")]),
     ("L_MV terms (Eq. 6)", [("rsg_mv_direction", "direction"), ("rsg_mv_length", "length"),
                             ("rsg_mv_contrast", "contrast")]),
     ("mean channel norm per position", [("rsg_norm_rare", "real rare"), ("rsg_norm_generated", "generated"),
@@ -98,16 +99,21 @@ def mark_schedule(axis, config: dict) -> None:
 
 
 def draw_panel(axis, records, title, series) -> None:
-    drawn = False
-    for key, label in series:
+    handles = []
+    right = None
+    for index, (key, label) in enumerate(series):
         points = [(r["epoch"], r["train"][key]) for r in records if key in r.get("train", {})]
         if points:
-            axis.plot(*zip(*points), marker="o", ms=3, label=label)
-            drawn = True
+            target = axis
+            if key in RIGHT_AXIS:
+                right = right or axis.twinx()
+                right.set_ylim(0, 1)
+                target = right
+            handles += target.plot(*zip(*points), marker="o", ms=3, label=label, color=f"C{index}")
     axis.set_title(title, fontsize=9)
     axis.set_xlabel("epoch")
-    if drawn:
-        axis.legend(fontsize=7)
+    if handles:
+        axis.legend(handles=handles, fontsize=7)
     else:
         axis.text(0.5, 0.5, "not logged", ha="center", transform=axis.transAxes)
 
@@ -124,7 +130,8 @@ def diagnostics_figure(run_dir: str, baseline_dir=None):
         draw_panel(axis, records, title, series)
     for axis in axes:
         mark_schedule(axis, config)
-    figure.suptitle(f"{config['name']}: RSG diagnostics ({run_dir})", fontsize=10)
+        axis.set_xlim(-0.5, config["train"]["epochs"] - 0.5)
+    figure.suptitle(f"{config['name']}: RSG diagnostics ({run_dir}); dotted: T_th, grey dashed: DRW start", fontsize=10)
     figure.tight_layout()
     return figure, config
 

@@ -34,8 +34,8 @@ if ROOT not in sys.path:
 from engine.branch import branch_conflicts  # noqa: E402
 from engine.config import config_to_dict, load_config  # noqa: E402
 from engine.errors import UserError, reports_user_errors  # noqa: E402
-from scripts.paper_tables import (check_overrides, from_caller, last_epoch, parse_seeds, run_dir,  # noqa: E402
-                                  train_launcher)
+from scripts.paper_tables import (check_overrides, from_caller, last_epoch, parse_seeds,  # noqa: E402
+                                  roots_and_overrides, run_dir, train_launcher)
 
 SHARED_STAGE_SUFFIX = ".shared_stage"   # the name of a shared first stage (scripts/collect_results.py skips it)
 BRANCHES = ("without_rsg", "with_rsg")
@@ -165,11 +165,10 @@ def parse_args(argv=None):
 @reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    output_root, overrides = roots_and_overrides(args)
     with_config = repository_path(args.config)
     without_config = repository_path(args.without) if args.without else with_config
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
-    overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
     check_overrides(overrides)
     started = time.time()
     for seed in args.seeds:
