@@ -46,9 +46,11 @@ log = logging.getLogger("rsg")
 
 BRANCH_FILE = "branch.json"
 
-# Where and how a run runs, not what it trains (the same results up to these).
+# Where and how a run runs, not what it trains (the same results up to floating-point differences);
+# scripts/collect_results.py ignores them too when it matches a run to its config.
 RUN_KEYS = {"name", "output_dir", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
-            "train.device", "train.progress", "train.log_every", "train.eval_every"}
+            "data.decoder", "data.loader", "train.device", "train.progress", "train.log_every", "train.eval_every",
+            "train.amp", "train.channels_last", "train.compile", "train.sync_bn", "train.deterministic"}
 LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
 REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
 SAMPLER_KEYS = {"data.sampler", "data.resample_start", "data.resample_beta"}

@@ -123,7 +123,8 @@ def test_branch_changing_what_acted_before_is_refused(parent, override, key):
 def test_allowed_changes_act_only_after_the_branch_point(parent):
     stored = load_checkpoint(parent["threshold"])["config"]
     allowed = ["optim.milestones=[2,4]", "train.epochs=6", "rsg.mv_weight=0.1", "loss.reweight_start=4",
-               "train.log_every=5", "rsg.enabled=false", "data.sampler=drs", "data.resample_start=3"]
+               "train.log_every=5", "rsg.enabled=false", "data.sampler=drs", "data.resample_start=3",
+               "train.deterministic=false", "train.amp=bf16"]
     for override in allowed:
         assert branch_conflicts(stored, config_to_dict(branch_config(parent, "ok", override)), THRESHOLD) == [], override
     # the same changes are refused one epoch later, once the parent generated
