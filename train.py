@@ -7,6 +7,7 @@
 
 A run folder has one owner: a fresh run into a folder that holds another run's files stops
 without changing them (README "Run folders").
+    python train.py --config X --branch-from RUN/threshold.pt output_dir=NEW   # a branch of RUN at T_th
 """
 
 import argparse
@@ -22,6 +23,10 @@ def parse_args(argv=None):
     parser.add_argument("--resume", default=None, help="'auto' (the run's last.pt, if any) or a checkpoint path")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in output_dir (its checkpoints, metrics, logs) with this one")
+    parser.add_argument("--branch-from", default=None, metavar="CHECKPOINT",
+                        help="start from another run's checkpoint (an epoch boundary, e.g. its threshold.pt) "
+                             "into this config's output_dir; the config may differ only in what acts from "
+                             "that epoch on (docs/DESIGN.md, Branching)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
     return parser.parse_args(argv)
@@ -36,7 +41,7 @@ def main(argv=None) -> int:
         return 0
     from engine.run import fit  # heavy imports (torch) only once the config is known to be good
 
-    fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    fit(cfg, resume=args.resume, overwrite=args.overwrite, branch_from=args.branch_from)
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.diagnostics import DiagnosticsSums
 from engine.distributed import all_reduce_sum, broadcast_flag, gather_uneven
 from engine.runtime import Precision
 
@@ -69,6 +70,7 @@ class StopRequest:
 class EpochResult:
     metrics: dict = field(default_factory=dict)
     interrupted_at_step: Optional[int] = None   # the next step to run, when a stop was requested
+    sections: dict = field(default_factory=dict)  # further parts of the epoch's metrics.jsonl record
 
 
 def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision=None):
@@ -100,6 +102,7 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
     sums = {name: torch.zeros((), device=device) for name in LOSS_TERMS}
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = generated = steps = 0
+    diagnostics = DiagnosticsSums(model)       # RSG's internals, summed on the device
     started = time.time()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True,
                initial=start_step, total=start_step + len(loader))
@@ -112,6 +115,7 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
         for name in LOSS_TERMS:
             sums[name] += losses[name]
         correct += batch_correct
+        diagnostics.add()
         seen += len(targets)
         generated += batch_generated
         steps += 1
@@ -142,7 +146,9 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
     metrics["accuracy"] = 100.0 * correct_sum / seen
     metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
     metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
-    return EpochResult(metrics=metrics)
+    rsg_metrics, rsg_classes = diagnostics.epoch_values()
+    metrics.update(rsg_metrics)
+    return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

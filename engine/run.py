@@ -19,7 +19,9 @@ from data.device_loader import DeviceLoader
 from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
+from engine.branch import prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
 from engine.config import config_to_dict, flatten, save_config
+from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import (DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed,
                                 shutdown)
 from engine.errors import PeerStopped, UserError, lost_a_peer
@@ -120,6 +122,7 @@ class MetricsLog:
             for name, value in record.get(split, {}).items():
                 if value is not None:
                     self.writer.add_scalar(f"{split}/{name}", value, epoch)
+        log_extras(self.writer, record)
         self.writer.flush()
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -269,14 +272,15 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
                generator)
 
 
-def fit(cfg, resume=None, overwrite=False) -> dict:
+def fit(cfg, resume=None, overwrite=False, branch_from=None) -> dict:
     """Train as configured, in one process or as one rank of a torchrun job; returns the last
     evaluation report (the same on every rank). `resume`: 'auto' or a checkpoint path;
-    `overwrite`: replace the run already in cfg.output_dir (engine/run_folder.py)."""
+    `overwrite`: replace the run already in cfg.output_dir (engine/run_folder.py); `branch_from`:
+    a checkpoint of another run to continue from into this run's folder (engine/branch.py)."""
     ctx, device = init_distributed(cfg.train.device)
     lock = RunFolderLock(cfg.output_dir)
     try:
-        return _fit(cfg, resume, overwrite, ctx, device or resolve_device(cfg.train.device), lock)
+        return _fit(cfg, resume, overwrite, ctx, device or resolve_device(cfg.train.device), lock, branch_from)
     finally:
         lock.release()
         shutdown()
@@ -288,14 +292,18 @@ class Start:
     step: int = 0
     best: dict = field(default_factory=lambda: {"top1": -1.0, "epoch": -1})
     pending: Optional[dict] = None     # the epoch record last.pt holds, when metrics.jsonl lacks it
+    parent: Optional[object] = None    # --branch-from: the run this one branches from (engine/branch.py)
 
 
-def _fit(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock) -> dict:
+def _fit(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock,
+         branch_from=None) -> dict:
     setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
-    run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock), device)
+    run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock, branch_from),
+                                     device)
     finished = start.epoch >= cfg.train.epochs and not start.pending
     if not finished:    # rank 0 takes the folder once every rank has built the run
-        agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite) if ctx.is_main else None, device)
+        agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite, start.parent) if ctx.is_main else None,
+                            device)
     if finished:
         log.info("the run in %s is finished: %d of %d epochs trained, nothing to do (raise train.epochs to "
                  "train it further)", cfg.output_dir, start.epoch, cfg.train.epochs)
@@ -354,9 +362,10 @@ def agreed_across_ranks(prepare_run, device):
     return result
 
 
-def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock):
-    """Check the folder, build the run and restore its checkpoint, writing nothing (rank 0 claims
-    the folder afterwards: `claim`)."""
+def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock,
+            branch_from=None):
+    """Check the folder, build the run and restore its checkpoint (or its parent's, for a branch
+    not yet started), writing nothing (rank 0 claims the folder afterwards: `claim`)."""
     if ctx.is_main:
         lock.check_free()
         check_ownership(cfg.output_dir, resume, overwrite)
@@ -369,20 +378,25 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
                     "rsg.enabled=false", cfg.rsg.threshold_epoch, cfg.train.epochs, cfg.train.epochs - 1)
     parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
-    run = build_run(cfg, ctx, device, resuming=bool(resume_path), parent_state=parent_state)
+    branch = prepare_branch(branch_from, cfg) if branch_from and not resume_path else None   # a resumed branch: its own last.pt
+    run = build_run(cfg, ctx, device, resuming=bool(resume_path or branch), parent_state=parent_state)
     start = Start()
     if resume_path:
         start.epoch, start.step, start.best, state = restore(resume_path, run)
         start.pending = pending_record(state, cfg.output_dir) if ctx.is_main else None
+    elif branch:
+        start.epoch, start.step, start.best = start_branch(run, branch)
+        start.parent = branch
     elif resume == "auto":
         log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
     start.pending = pending_on_every_rank(start.pending, state if resume_path else None, device)
     return run, start
 
 
-def claim(cfg, lock: RunFolderLock, resume, overwrite: bool) -> None:
+def claim(cfg, lock: RunFolderLock, resume, overwrite: bool, branch=None) -> None:
     """Rank 0 takes the folder: the lock, then (with --overwrite) the old run's files go, then
-    train.log and config.yaml. A folder that cannot be written to is one UserError."""
+    train.log and config.yaml (and a branch's record of its parent). A folder that cannot be
+    written to is one UserError."""
     try:
         lock.acquire()
         check_unchanged(cfg.output_dir, lock.seen)   # now that the folder is held: as it was checked
@@ -391,6 +405,8 @@ def claim(cfg, lock: RunFolderLock, resume, overwrite: bool) -> None:
         if removed:
             log.info("--overwrite: removed the previous run's %s from %s", ", ".join(removed), cfg.output_dir)
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+        if branch is not None:
+            write_branch_record(branch, cfg)
     except OSError as error:
         raise UserError(f"cannot write into output_dir {cfg.output_dir}: {error.strerror or error} "
                         f"({error.filename or cfg.output_dir}); fix its permissions or choose another "
@@ -488,6 +504,7 @@ def evaluate_into(run: Run, record: dict, best: dict) -> dict:
     record[run.cfg.data.eval_split] = {k: report[k] for k in ("top1", "many", "medium", "few")}
     if "posthoc" in report:      # the tau reported, how it was chosen, and every tau
         record["posthoc"] = report["posthoc"]
+    record[f"{run.cfg.data.eval_split}_per_class"] = test_per_class(report)   # for the per-class figure
     report_unreadable_over_ranks(run, [run.test_set], f"evaluation after epoch {record['epoch']}")
     if report["top1"] > best["top1"]:
         best = {"top1": report["top1"], "epoch": record["epoch"]}
@@ -517,7 +534,8 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
                                  progress=cfg.train.progress and run.ctx.is_main, precision=run.precision)
         if result.interrupted_at_step is not None:
             stop_now(run, stop, epoch, result.interrupted_at_step, best)
-        record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started}
+        record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started,
+                  **result.sections}
         if start_step:   # resumed mid-epoch: the statistics cover the steps after the resume only
             record["partial"] = {"from_step": start_step, "steps": start_step + len(run.train_loader)}
         start_step = 0
@@ -527,6 +545,8 @@ def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: St
         if is_evaluation_epoch(cfg, epoch):
             best = evaluate_into(run, record, best)
             report = record.pop("report")
+        if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
+            save(run, "threshold.pt", epoch + 1, 0, best)
         if run.metrics_log is not None:
             run.metrics_log.epoch(record)
         log.info(epoch_summary(record, best, cfg))

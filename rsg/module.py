@@ -120,6 +120,10 @@ class RSG(nn.Module):
         self.generation = generation
         self.departures = Departures.of(variant)
         self.epoch = 0
+        # Detached statistics of the last training forward (see `diagnostics`); the training loop
+        # sums them on the device and reads them on the host at its log points only.
+        self.record_diagnostics = True
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
         # Center estimation module, Eq. 1: gamma^l = softmax(A^l ave(x^l) + b^l), one map per class.
         self.centers = nn.Parameter(torch.zeros(num_classes, num_centers, in_channels))
@@ -174,6 +178,7 @@ class RSG(nn.Module):
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
         x = features.detach()
+        self.diagnostics = {}
         # The center term is a difference of large sums (see center_loss): at least float32, also
         # under bf16/fp16 autocast; float64 stays float64. h and T follow the autocast setting.
         dtype = torch.promote_types(x.dtype, torch.float32)
@@ -181,8 +186,11 @@ class RSG(nn.Module):
             pooled = x.to(dtype).mean(dim=(2, 3))                    # (N, C) = ave(x)
             assignment = self.center_assignment(pooled, targets)     # (N, K) = gamma
             cesc = self.center_loss(x.to(dtype), pooled, targets, assignment)
+        self._record_assignment(targets, assignment, cesc)
         if not self.generating:
-            cesc = cesc + self.contrastive_loss(x, targets)
+            contrastive = self.contrastive_loss(x, targets)
+            self._record("contrastive_loss", contrastive)
+            cesc = cesc + contrastive
             return features, targets, {"cesc": cesc, "mv": cesc.new_zeros(())}
         generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
         return (torch.cat([features, generated.to(features.dtype)]), torch.cat([targets, generated_targets]),
@@ -216,7 +224,9 @@ class RSG(nn.Module):
         first, second = order[:num_pairs], order[num_pairs:2 * num_pairs]
         same = (targets[first] == targets[second]).long()           # y = 1: same class
         logits = self.contrastive(x[first], x[second])
-        return F.cross_entropy(logits, same * SAME_CLASS + (1 - same) * DIFFERENT_CLASS)
+        labels = same * SAME_CLASS + (1 - same) * DIFFERENT_CLASS
+        self._record("contrastive_accuracy", lambda: (logits.argmax(dim=1) == labels).float().mean())
+        return F.cross_entropy(logits, labels)
 
     def pair_frequent_with_rare(self, targets: torch.Tensor):
         """Indices (M,) of the frequent sample and of the rare sample of each generated sample.
@@ -259,9 +269,11 @@ class RSG(nn.Module):
         fd_rare, rare_center = self.displacement(x_rare, targets[rare_index], assignment[rare_index])
         generated_targets = targets[rare_index]
         if self.generation == "direct":
+            self._record_generation(x_rare, fd_rare, rare_center, fd_frequent, fd_frequent)
             return x_rare + fd_frequent, generated_targets, x.new_zeros(())
         transformed = self.transform(fd_frequent)                    # T(x_fd-freq)
         anchor = rare_center if self.generation == "rare_center" else x_rare
+        self._record_generation(anchor, fd_rare, rare_center, fd_frequent, transformed)
         mv = self.mv_loss(transformed, fd_frequent, fd_rare, x[frequent_index])
         return anchor + transformed, generated_targets, mv
 
@@ -275,20 +287,77 @@ class RSG(nn.Module):
         use_direction, use_length, use_contrast = self.mv_terms
         rows = self.departures.mv_rows
         if use_direction:
-            loss = loss + (mv_direction_rows if rows else mv_direction)(transformed, fd_rare)
+            direction = (mv_direction_rows if rows else mv_direction)(transformed, fd_rare)
+            self._record("mv_direction", direction)
+            loss = loss + direction
         if use_length:
-            loss = loss + (mv_length_rows if rows else mv_length)(transformed, fd_frequent)
+            length = (mv_length_rows if rows else mv_length)(transformed, fd_frequent)
+            self._record("mv_length", length)
+            loss = loss + length
         if use_contrast:
             pair = (x_frequent, transformed) if self.departures.mv_pair else (transformed, fd_rare)
             logits = self.frozen_contrastive(*pair)
             different = torch.full((len(logits),), DIFFERENT_CLASS, device=logits.device)
-            loss = loss + F.cross_entropy(logits, different)                    # -<log gamma*>
+            contrast = F.cross_entropy(logits, different)                       # -<log gamma*>
+            self._record("mv_contrast", contrast)
+            loss = loss + contrast
         return loss
 
     def frozen_contrastive(self, first, second) -> torch.Tensor:
         """The contrastive module with detached weights: gradient reaches its inputs, not itself."""
         weights = {name: p.detach() for name, p in self.contrastive.named_parameters()}
         return functional_call(self.contrastive, weights, (first, second))
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    # What `self.diagnostics` holds after a training forward: detached tensors on the features'
+    # device, from tensors the step computes anyway (no host synchronisation). Scalars:
+    #   center_loss, contrastive_loss    the two terms of L_CESC (Eq. 5; the second before T_th)
+    #   contrastive_accuracy             h's accuracy on its same/different-class pairs (before T_th)
+    #   mv_direction, mv_length, mv_contrast   the three terms of L_MV (Eq. 6; from T_th, kept terms)
+    #   assignment_entropy               mean entropy of gamma (Eq. 1) per sample, in nats
+    #   norm_rare, norm_generated        mean channel norm per position of the real rare samples the
+    #                                    generated ones start from, and of the generated samples
+    #   norm_fd_rare, norm_fd_frequent, norm_transformed   the same for x_fd-rare, x_fd-freq, T(x_fd-freq)
+    #   spread_generated                 mean distance of the generated samples to their rare sample's
+    #                                    center up(C_K); the real rare samples' is norm_fd_rare (Eq. 3)
+    #   cosine_transformed_rare          mean cosine between T(x_fd-freq) and x_fd-rare
+    # and per class (num_classes, K): assignment_mass (sum of gamma), assignment_argmax (how many
+    # samples have each center as their most probable one).
+
+    def _record(self, name: str, value) -> None:
+        """Store a detached statistic; `value` may be a callable, evaluated only when recording."""
+        if self.record_diagnostics:
+            with torch.no_grad():
+                self.diagnostics[name] = (value() if callable(value) else value).detach().float()
+
+    def _record_assignment(self, targets, assignment, center_loss) -> None:
+        if not self.record_diagnostics:
+            return
+        self._record("center_loss", center_loss)
+        with torch.no_grad():
+            gamma = assignment.detach()
+            entropy = -(gamma * gamma.clamp_min(1e-12).log()).sum(dim=1).mean()
+            self._record("assignment_entropy", entropy)
+            shape = (self.num_classes, self.num_centers)
+            mass = gamma.new_zeros(shape).index_add_(0, targets, gamma)
+            # scatter, not F.one_hot, which checks its input's range on the host (a sync per step)
+            hits = torch.zeros_like(gamma).scatter_(1, gamma.argmax(dim=1, keepdim=True), 1.0)
+            self.diagnostics["assignment_mass"] = mass
+            self.diagnostics["assignment_argmax"] = gamma.new_zeros(shape).index_add_(0, targets, hits)
+
+    def _record_generation(self, anchor, fd_rare, rare_center, fd_frequent, transformed) -> None:
+        """Norms over the channel vector at each position (j, k), averaged over samples and positions."""
+        if not self.record_diagnostics:
+            return
+        with torch.no_grad():
+            generated = anchor + transformed
+            real_rare = fd_rare + rare_center                            # x_rare of each generated sample
+            for name, tensor in (("norm_rare", real_rare), ("norm_generated", generated), ("norm_fd_rare", fd_rare),
+                                 ("norm_fd_frequent", fd_frequent), ("norm_transformed", transformed),
+                                 ("spread_generated", generated - rare_center)):
+                self._record(name, tensor.float().norm(dim=1).mean())
+            self._record("cosine_transformed_rare",
+                         F.cosine_similarity(transformed.float(), fd_rare.float(), dim=1).mean())
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, "

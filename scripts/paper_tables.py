@@ -441,6 +441,42 @@ def parents_first(configs: list[str], parents: dict) -> list[str]:
     return first + [c for c in configs if c in parents]
 
 
+def plan_paired(table: Table, seeds, output_root: str = "runs", gpus: int = 1, overrides=(), cells: str = "*"):
+    """As `plan`, but each w/o-vs-w/ RSG pair of configs (the same config with rsg.enabled off) runs as
+    one job of scripts/rsg_pair.py per seed: a shared first stage to T_th and two branches. Returns
+    (jobs, epochs trained by the pairs' jobs, epochs the same runs take from scratch)."""
+    from scripts.collect_results import rsg_partner, table_config
+    from scripts.rsg_pair import pair_commands, pair_folders
+
+    configs = [c for c in table.configs() if fnmatch.fnmatch(c, cells)]
+    pairs = {with_rsg: rsg_partner(with_rsg, configs, table_config) for with_rsg in configs}
+    pairs = {w: wo for w, wo in pairs.items() if wo}
+    if not pairs:
+        raise UserError(f"--paired: Table {table.number} has no w/o-vs-w/ RSG pair of configs among {cells!r}")
+    subset_forced = any(o.split("=", 1)[0].strip() == "data.subset" for o in overrides)
+    mixed = [w for w, wo in pairs.items()
+             if table_config(w)["data"]["subset"] != table_config(wo)["data"]["subset"]]
+    if mixed and not subset_forced:   # a shared first stage sees one set of images
+        raise UserError(f"--paired: {mixed[0]} and its pair without RSG train on different subsets by default "
+                        f"(the paper's numbers came from two); add --subset first or --subset ldam_drw")
+    paired = set(pairs) | set(pairs.values())
+    jobs = plan(table, seeds, output_root, gpus, overrides, cells) if paired != set(configs) else []
+    jobs = [job for job in jobs if job.config not in paired]
+    paired_epochs = scratch_epochs = 0
+    for with_rsg, without in pairs.items():
+        cfg = load_config(os.path.join(ROOT, with_rsg), list(overrides))
+        paired_epochs += len(seeds) * (2 * cfg.train.epochs - cfg.rsg.threshold_epoch)
+        scratch_epochs += len(seeds) * 2 * cfg.train.epochs
+        for seed in seeds:
+            job = Job(with_rsg, seed, os.path.dirname(pair_folders(output_root, with_rsg, seed)["shared"]))
+            if pair_commands(with_rsg, without, seed, output_root, list(overrides), gpus):
+                job.train = [sys.executable, "scripts/rsg_pair.py", "--config", with_rsg, "--without", without,
+                             "--seeds", str(seed), "--output-root", output_root, "--gpus", str(gpus),
+                             "--no-summary", *overrides]
+            jobs.append(job)
+    return jobs, paired_epochs, scratch_epochs
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line (scripts/table<N>.sh)
 
@@ -451,6 +487,13 @@ def from_caller(path: str) -> str:
     if os.path.isabs(path) or os.path.realpath(os.getcwd()) == os.path.realpath(ROOT):
         return path
     return os.path.abspath(path)
+
+
+def roots_and_overrides(args) -> tuple[str, list]:
+    """--output-root and the overrides for every run (--data-root as data.root), both valid from the
+    repository root; call before changing into it."""
+    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    return output_root, ([f"data.root={data_root}"] if data_root else []) + args.overrides
 
 
 def parse_seeds(text: str) -> tuple:
@@ -484,6 +527,10 @@ def parse_args(argv=None):
                         help="CIFAR tables: train every cell on this subset (data.subset), so both sides of a "
                              "comparison see the same images; runs go under <output-root>/subset_<name>. "
                              "Default: each cell's config, the subset its paper number came from")
+    parser.add_argument("--paired", action="store_true",
+                        help="run each w/o-vs-w/ RSG pair (Tables 1, 2, 6) as a paired design: per seed one shared "
+                             "first stage to T_th and two branches (scripts/rsg_pair.py); the same expected "
+                             "difference, a smaller spread, fewer epochs")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
     return parser.parse_args(argv)
 
@@ -517,7 +564,7 @@ def run_log(job: Job) -> str:
 @reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
-    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    output_root, overrides = roots_and_overrides(args)
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
     table = get_table(args.table)
     seeds = args.seeds or table.seeds
@@ -527,7 +574,13 @@ def main(argv=None) -> int:
     if parallel and not any(o.split("=", 1)[0].strip() == "train.progress" for o in overrides):
         overrides.append("train.progress=false")   # a progress bar in a log file is noise
     launcher_gpus = 1 if parallel or args.gpus is None else args.gpus
-    jobs = plan(table, seeds, output_root, launcher_gpus, overrides, args.cells)
+    if args.paired:
+        jobs, paired_epochs, scratch_epochs = plan_paired(table, seeds, output_root, launcher_gpus, overrides,
+                                                          args.cells)
+        print(f"paired design: the RSG pairs train {paired_epochs} epochs instead of {scratch_epochs} from "
+              f"scratch ({100 * (1 - paired_epochs / scratch_epochs):.0f}% fewer)", file=sys.stderr)
+    else:
+        jobs = plan(table, seeds, output_root, launcher_gpus, overrides, args.cells)
     slots = None if args.dry_run else runner_slots(args.gpus, args.jobs_per_gpu)
     pending = [job for job in jobs if not job.done]
     for job in jobs:

@@ -1,0 +1,260 @@
+"""Branching a run: continue another run's checkpoint, taken at an epoch boundary, into a new folder
+with a config that differs only in what acts from that epoch on.
+
+    python train.py --config configs/cifar10_lt/ldam_drw_r100.yaml \
+        --branch-from runs/cifar10_lt/ldam_drw_rsg_r100/seed0/threshold.pt output_dir=runs/branch_wo
+
+Before the threshold epoch T_th, RSG reads detached features and generates nothing, so a run with
+RSG and one without follow the same kind of trajectory up to T_th. Branching both from the RSG
+run's checkpoint at T_th (every RSG run keeps one: threshold.pt) makes them a paired comparison:
+the same backbone at T_th, differing only in what RSG does afterwards.
+
+What a branch keeps: the parent's weights (without RSG's when the branch turns RSG off), their
+optimizer state (momentum buffers, matched by parameter name), the grad-scaler state, the epoch
+and the best metric so far. The sampler order and every random draw are functions of (seed,
+epoch) (engine/run.py, start_epoch_state), so an unchanged seed gives the parent's sampler and
+RNG state at that epoch. A branch that changes nothing continues exactly like the parent.
+
+What a branch may change (`branch_conflicts`): where and how it runs (folder, device, workers,
+logging); train.epochs; the lr, class-weight and sampler schedules where they agree with the
+parent's before the branch epoch; RSG off (from a parent that had not generated yet); RSG's
+generation settings (T_th, beta, alpha, lambda2, MV terms, generation mode) while neither run has
+generated yet. Anything else (model, data, seed, optimizer, loss, RSG's centers...) acted before
+the branch point, and the branch is refused in one line.
+
+The branch folder records its parent in branch.json (folder, checkpoint, epoch, sha256) and starts
+its metrics.jsonl with the parent's lines of the epochs before the branch point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+
+from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.config import config_from_dict, config_to_dict, flatten
+from engine.errors import UserError
+from engine.schedules import learning_rate, reweight_start
+
+log = logging.getLogger("rsg")
+
+BRANCH_FILE = "branch.json"
+
+# Where and how a run runs, not what it trains (the same results up to floating-point differences);
+# scripts/collect_results.py ignores them too when it matches a run to its config.
+RUN_KEYS = {"name", "output_dir", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
+            "data.decoder", "data.loader", "train.device", "train.progress", "train.log_every", "train.eval_every",
+            "train.amp", "train.channels_last", "train.compile", "train.sync_bn", "train.deterministic"}
+LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
+REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
+SAMPLER_KEYS = {"data.sampler", "data.resample_start", "data.resample_beta"}
+# RSG keys that act only once it generates (from rsg.threshold_epoch on).
+GENERATION_KEYS = {"rsg.threshold_epoch", "rsg.transfer_strength", "rsg.frequent_ratio", "rsg.mv_weight",
+                   "rsg.mv_terms", "rsg.generation"}
+
+
+def threshold_checkpoint_due(cfg, next_epoch: int) -> bool:
+    """An RSG run keeps threshold.pt at the boundary before epoch T_th (the branch point)."""
+    return cfg.rsg.enabled and 0 < cfg.rsg.threshold_epoch == next_epoch
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which config changes a branch may make
+
+
+def lr_before(cfg, epoch: int) -> list:
+    return [learning_rate(e, cfg.optim) for e in range(epoch)]
+
+
+def reweighting_before(cfg, epoch: int) -> list:
+    """Per epoch before `epoch`: the class-weight beta in force, or None (uniform weights)."""
+    start = reweight_start(cfg.loss)
+    return [cfg.loss.reweight_beta if start is not None and e >= start else None for e in range(epoch)]
+
+
+def sampling_before(cfg, epoch: int) -> list:
+    """Per epoch before `epoch`: the re-sampling beta in force, or None (the plain epoch shuffle,
+    which is also what DRS yields before resample_start)."""
+    data = cfg.data
+    return [data.resample_beta if data.sampler == "drs" and e >= data.resample_start else None
+            for e in range(epoch)]
+
+
+def generates_before(cfg, epoch: int) -> bool:
+    return cfg.rsg.enabled and cfg.rsg.threshold_epoch < epoch
+
+
+def key_conflict(key: str, parent, branch, epoch: int):
+    """Why changing `key` would change epochs before `epoch`, or None when the change is allowed."""
+    if key in RUN_KEYS:
+        return None
+    if key == "train.epochs":
+        return None if branch.train.epochs > epoch else f"the branch must train past epoch {epoch}"
+    for keys, before in ((LR_KEYS, lr_before), (REWEIGHT_KEYS, reweighting_before), (SAMPLER_KEYS, sampling_before)):
+        if key in keys:
+            return None if before(parent, epoch) == before(branch, epoch) else "its schedule differs before the branch"
+    if key.startswith("rsg."):
+        if generates_before(parent, epoch):
+            return f"the parent generated samples from epoch {parent.rsg.threshold_epoch}, before the branch"
+        if key == "rsg.enabled":
+            return None if parent.rsg.enabled else ("the parent has no RSG to continue (branch from a run "
+                                                    "with RSG, which trains its centers before T_th)")
+        if not branch.rsg.enabled or (key in GENERATION_KEYS and not generates_before(branch, epoch)):
+            return None
+        return "it acts before the threshold epoch"
+    return "it acts from epoch 0"
+
+
+def branch_conflicts(parent_config: dict, branch_config: dict, epoch: int) -> list[str]:
+    """The changed keys a branch at `epoch` may not make, each as 'key (old -> new)'."""
+    parent, branch = config_from_dict(parent_config), config_from_dict(branch_config)
+    old, new = flatten(config_to_dict(parent)), flatten(config_to_dict(branch))
+    conflicts = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            reason = key_conflict(key, parent, branch, epoch)
+            if reason:
+                conflicts.append(f"{key} ({old.get(key)!r} -> {new.get(key)!r}: {reason})")
+    return conflicts
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a branch
+
+
+@dataclass
+class Parent:
+    checkpoint: str                 # the parent's checkpoint file
+    folder: str                     # the parent's run folder
+    state: dict                     # the loaded checkpoint
+    sha256: str
+
+    @property
+    def epoch(self) -> int:
+        return self.state["epoch"]
+
+
+def prepare_branch(checkpoint: str, cfg) -> Parent:
+    """Load and check the parent checkpoint before anything is written: a UserError (one line) if the
+    branch cannot continue it."""
+    state = load_checkpoint(checkpoint)
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    where = f"--branch-from {checkpoint}"
+    if state.get("step", 0):
+        raise UserError(f"{where}: taken mid-epoch (epoch {state['epoch']}, step {state['step']}); a branch "
+                        f"starts at an epoch boundary: use the run's threshold.pt or last.pt of a finished epoch")
+    if os.path.abspath(cfg.output_dir) == folder:
+        raise UserError(f"{where}: the branch would write into its parent's folder; give it its own "
+                        f"output_dir=... (or continue the parent with --resume)")
+    conflicts = branch_conflicts(state["config"], config_to_dict(cfg), state["epoch"])
+    if conflicts:
+        raise UserError(f"{where}: the branch's config differs from its parent's in what acts before the branch "
+                        f"point (epoch {state['epoch']}): {'; '.join(conflicts)}. Change only what acts from "
+                        f"epoch {state['epoch']} on, or train a new run")
+    return Parent(checkpoint, folder, state, sha256_of(checkpoint))
+
+
+def start_branch(run, parent: Parent):
+    """Load the parent's state into the freshly built run; returns (epoch, step, best) as restore does."""
+    state, model = parent.state, run.model
+    names = [name for name, _ in model.named_parameters()]
+    weights = state["model"]
+    if not any(name.startswith("rsg.") for name in names):
+        weights = {k: v for k, v in weights.items() if not k.startswith("rsg.")}   # RSG turned off
+    load_model_weights(model, weights, parent.checkpoint, "the branch's model")
+    run.optimizer.load_state_dict(optimizer_state_by_name(state, names, run.counts))
+    run.precision.load_state_dict(state.get("scaler", {}))
+    best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
+    log.info("branched from %s (epoch %d, sha256 %s)", parent.checkpoint, parent.epoch, parent.sha256[:12])
+    return parent.epoch, 0, best
+
+
+def write_branch_record(parent: Parent, cfg) -> None:
+    """Rank 0, once the run owns its folder (engine/run.py claim): the parent's history before the
+    branch point and branch.json, the record of the parent."""
+    inherit_history(parent, cfg.output_dir)
+    record_parent(parent, cfg)
+
+
+def parent_parameter_names(state: dict, counts) -> list[str]:
+    """The parent model's parameter names in optimizer order, from a model built of its config."""
+    from models import build_model  # the model registry: only when the parameter sets differ
+
+    parent_model = build_model(config_from_dict(state["config"]), counts, load_pretrained_weights=False)
+    return [name for name, _ in parent_model.named_parameters()]
+
+
+def optimizer_state_by_name(state: dict, names: list[str], counts) -> dict:
+    """The parent's optimizer state for the branch's parameters: SGD keys its state by parameter
+    position, so the positions are translated through the parameter names."""
+    optimizer = state["optimizer"]
+    same_model = state["config"]["rsg"]["enabled"] == any(name.startswith("rsg.") for name in names)
+    parent_names = names if same_model else parent_parameter_names(state, counts)
+    position = {name: index for index, name in enumerate(parent_names)}
+    missing = [name for name in names if name not in position]
+    if missing:
+        raise UserError(f"the parent checkpoint has no parameter {missing[0]} of the branch's model")
+    groups = optimizer["param_groups"]
+    if len(groups) != 1:
+        raise UserError(f"the parent's optimizer has {len(groups)} parameter groups; branching supports one")
+    by_parent = optimizer["state"]
+    new_state = {index: by_parent[position[name]] for index, name in enumerate(names) if position[name] in by_parent}
+    return {"state": new_state, "param_groups": [dict(groups[0], params=list(range(len(names))))]}
+
+
+def inherit_history(parent: Parent, output_dir: str) -> None:
+    """The parent's metrics.jsonl lines before the branch epoch, and its best.pt when that is the
+    best checkpoint of those epochs, so the branch's folder describes its whole training."""
+    source = os.path.join(parent.folder, "metrics.jsonl")
+    target = os.path.join(output_dir, "metrics.jsonl")
+    if not os.path.isfile(source):
+        log.warning("the parent folder %s has no metrics.jsonl: the branch's starts at epoch %d",
+                    parent.folder, parent.epoch)
+    elif not os.path.exists(target):
+        with open(source) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)["epoch"] < parent.epoch]
+        with open(target, "w") as f:
+            f.writelines(lines)
+    best = os.path.join(parent.folder, "best.pt")
+    if parent.state["best_epoch"] >= 0 and os.path.isfile(best):
+        best_state = torch.load(best, map_location="cpu", weights_only=False)
+        if best_state.get("best_epoch") == parent.state["best_epoch"]:
+            shutil.copyfile(best, os.path.join(output_dir, "best.pt"))
+
+
+def record_parent(parent: Parent, cfg) -> None:
+    changed = branch_changes(parent.state["config"], config_to_dict(cfg))
+    record = {"parent_folder": parent.folder, "parent_checkpoint": os.path.abspath(parent.checkpoint),
+              "epoch": parent.epoch, "sha256": parent.sha256, "changed": changed}
+    with open(os.path.join(cfg.output_dir, BRANCH_FILE), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def branch_changes(parent_config: dict, branch_config: dict) -> dict:
+    """{key: [parent's value, branch's value]} of the keys beyond RUN_KEYS that differ."""
+    old, new = flatten(parent_config), flatten(branch_config)
+    return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
+            if k not in RUN_KEYS and old.get(k) != new.get(k)}
+
+
+def read_branch(folder: str):
+    """The run folder's branch.json as a dict, or None for a run that is not a branch."""
+    path = os.path.join(folder, BRANCH_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

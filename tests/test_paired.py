@@ -1,0 +1,155 @@
+"""The paired design: scripts/rsg_pair.py end to end on a tiny run, `paper_tables.py --paired`, the
+collector's per-seed differences of w/o-vs-w/ RSG cells, and the diagnostics figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, SCRIPT_ENV, run_script, tiny_config_dict, write_config
+from engine.branch import BRANCH_FILE
+from engine.checkpoint import load_checkpoint
+from scripts import collect_results as collector
+from scripts.paper_tables import get_table, plan_paired
+from scripts.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
+
+from test_tables import fake_run
+
+SECTIONS = dict(train={"epochs": 3, "eval_every": 1}, rsg={"threshold_epoch": 2}, loss={"reweight_start": 2},
+                optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2], "decay": 0.1})
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory):
+    """`rsg_pair.py` over seed 0 of a tiny RSG config: shared stage (2 epochs) and two branches (1 each)."""
+    tmp = tmp_path_factory.mktemp("pair")
+    config = write_config(tmp / "tiny_rsg.yaml", tiny_config_dict(tmp / "unused", **SECTIONS))
+    result = run_script("scripts/rsg_pair.py", "--config", config, "--seeds", "0", "--output-root", tmp / "runs",
+                        timeout=400)
+    return {"tmp": tmp, "config": config, "result": result,
+            "folders": pair_folders(str(tmp / "runs"), config, 0)}
+
+
+def test_pair_runs_a_shared_stage_and_two_branches(pair_run):
+    result, folders = pair_run["result"], pair_run["folders"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    shared = load_checkpoint(os.path.join(folders["shared"], "threshold.pt"))
+    assert shared["epoch"] == 2 and shared["config"]["name"].endswith(SHARED_STAGE_SUFFIX)
+    with_rsg = load_checkpoint(os.path.join(folders["with_rsg"], "last.pt"))
+    without = load_checkpoint(os.path.join(folders["without_rsg"], "last.pt"))
+    assert with_rsg["epoch"] == without["epoch"] == 3
+    assert any(k.startswith("rsg.") for k in with_rsg["model"]) and not any(k.startswith("rsg.") for k in without["model"])
+    records = [json.load(open(os.path.join(folders[b], BRANCH_FILE))) for b in ("with_rsg", "without_rsg")]
+    assert records[0]["sha256"] == records[1]["sha256"] and records[0]["epoch"] == 2
+    # the summary: one line for seed 0 with both branches' numbers and the difference
+    seed_line = next(line for line in result.stdout.splitlines() if line.startswith("   0 "))
+    numbers = [float(x) for x in re.findall(r"-?\d+\.\d+", seed_line)]
+    errors = [100 - json.loads(open(os.path.join(folders[b], "metrics.jsonl")).readlines()[-1])["test"]["top1"]
+              for b in ("without_rsg", "with_rsg")]
+    assert len(numbers) == 9           # error, medium, few of each and of the difference (no many-shot class)
+    assert numbers[0] == pytest.approx(errors[0], abs=0.01) and numbers[3] == pytest.approx(errors[1], abs=0.01)
+    assert numbers[6] == pytest.approx(errors[1] - errors[0], abs=0.01)
+    assert f"{errors[1] - errors[0]:+.2f}" in result.stdout.splitlines()[-2]   # the mean line (one seed)
+
+
+def test_a_finished_pair_is_not_run_again(pair_run):
+    result = run_script("scripts/rsg_pair.py", "--config", pair_run["config"], "--seeds", "0", "--output-root",
+                        pair_run["tmp"] / "runs", "--dry-run")
+    assert result.returncode == 0 and result.stdout.strip() == ""
+
+
+def test_the_diagnostics_figure_of_a_branch(pair_run):
+    folders = pair_run["folders"]
+    out = pair_run["tmp"] / "fig.png"
+    result = run_script("scripts/plot_rsg_diagnostics.py", folders["with_rsg"], folders["without_rsg"],
+                        "--out", out, timeout=200)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 10_000
+    assert os.listdir(os.path.join(folders["with_rsg"], "tensorboard"))
+
+
+def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
+    with_rsg = write_config(tmp_path / "w.yaml", tiny_config_dict(tmp_path / "x", **SECTIONS))
+    other = tiny_config_dict(tmp_path / "x", **SECTIONS)
+    other["rsg"]["enabled"] = False
+    other["optim"]["lr"] = 0.2
+    without = write_config(tmp_path / "wo.yaml", other)
+    result = run_script("scripts/rsg_pair.py", "--config", with_rsg, "--without", without, "--dry-run")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "optim.lr" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_paper_tables_paired_pairs_tables_1_and_6(tmp_path):
+    jobs, paired, scratch = plan_paired(get_table(6), (0, 1, 2), str(tmp_path))
+    pair_jobs = [job for job in jobs if job.train and "scripts/rsg_pair.py" in job.train]
+    assert len(pair_jobs) == 8 * 3                        # LDAM-DRW vs LDAM-DRW-RSG in 8 columns x 3 seeds
+    assert len(jobs) == (56 - 16) * 3 + 8 * 3             # the other rows train as before
+    assert (paired, scratch) == (8 * 3 * (160 + 2 * 40), 8 * 3 * 400)
+    jobs, paired, scratch = plan_paired(get_table(1), (0,), str(tmp_path))
+    assert len(jobs) == 16 and all("scripts/rsg_pair.py" in job.train for job in jobs)
+    without = {job.train[job.train.index("--without") + 1] for job in jobs}
+    assert "configs/cifar10_lt/erm_r50.yaml" in without and paired / scratch == pytest.approx(0.6)
+
+
+def test_paper_tables_paired_dry_run_states_the_saving(tmp_path):
+    result = subprocess.run([sys.executable, "scripts/paper_tables.py", "--table", "6", "--paired", "--dry-run",
+                             "--output-root", str(tmp_path)], cwd=ROOT, env=SCRIPT_ENV, capture_output=True,
+                            text=True, timeout=200)
+    assert result.returncode == 0, result.stderr
+    assert "5760 epochs instead of 9600" in result.stderr
+    assert sum("rsg_pair.py" in line for line in result.stdout.splitlines()) == 24
+
+
+def fake_branch(folder, config, seed, top1, parent_hash):
+    fake_run(folder, config, seed, [top1])
+    with open(os.path.join(folder, BRANCH_FILE), "w") as f:
+        json.dump({"sha256": parent_hash, "epoch": 160}, f)
+
+
+def test_collector_reports_per_seed_differences_of_paired_cells(tmp_path):
+    runs = tmp_path / "runs"
+    tops = {0: (80.0, 81.5), 1: (79.0, 80.0), 2: (81.0, 81.7)}       # (w/o, w/ RSG) top-1
+    for seed, (without, with_rsg) in tops.items():
+        fake_branch(runs / f"wo{seed}", "configs/cifar10_lt/ldam_drw_r100.yaml", seed, without, f"h{seed}")
+        fake_branch(runs / f"w{seed}", "configs/cifar10_lt/ldam_drw_rsg_r100.yaml", seed, with_rsg, f"h{seed}")
+    fake_run(runs / "shared0", "configs/cifar10_lt/ldam_drw_rsg_r100.yaml", 0, [99.0],
+             overrides=["train.epochs=160", f"name=ldam_drw_rsg_r100{SHARED_STAGE_SUFFIX}"])
+    collected, unknown = collector.collect([get_table(6)], str(runs))
+    assert unknown == []                                      # the shared stage is skipped, silently
+    table, seeds, results = collected[0]
+    cell = table.cell("LDAM-DRW-RSG", "CIFAR-10 LT 100")
+    result = next(r for r in results if r.cell == cell)
+    assert result.values[0] == pytest.approx(18.5)           # not the shared stage's 1.0
+    pairs = collector.pair_results(table, results)
+    assert len(pairs) == 8
+    pair = next(p for p in pairs if p.with_rsg.cell == cell)
+    differences = [(100 - w) - (100 - wo) for wo, w in tops.values()]
+    assert list(pair.differences.values()) == pytest.approx(differences)
+    text = collector.format_text(table, results, seeds)
+    line = next(line for line in text.splitlines() if "LDAM-DRW vs LDAM-DRW-RSG, CIFAR-10 LT 100" in line)
+    assert f"mean {statistics.fmean(differences):+.2f} ± {statistics.stdev(differences):.2f}" in line
+    assert "paired: shared first stage" in line and "seed 0 -1.50" in line
+    markdown = collector.format_markdown(table, results, seeds)
+    assert "- LDAM-DRW vs LDAM-DRW-RSG, CIFAR-10 LT 100: seed 0 -1.50" in markdown
+
+
+def test_collector_pairs_independent_runs_too(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        fake_run(runs / f"wo{seed}", "configs/cifar10_lt/erm_r50.yaml", seed, [70.0 + seed])
+        fake_run(runs / f"w{seed}", "configs/cifar10_lt/erm_rsg_r50.yaml", seed, [71.0 + seed])
+    collected, _ = collector.collect([get_table(1)], str(runs))
+    table, seeds, results = collected[0]
+    pair = next(p for p in collector.pair_results(table, results) if p.differences)
+    assert pair.label == "ERM, CIFAR-10 LT" and list(pair.differences.values()) == pytest.approx([-1.0] * 3)
+    assert "(independent runs)" in pair.text()
