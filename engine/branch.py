@@ -148,18 +148,24 @@ class Parent:
         return self.state["epoch"]
 
 
+def check_own_folder(checkpoint: str, cfg) -> None:
+    """A branch never writes into its parent's folder (checked before the folder's ownership, whose
+    message would only say that the folder holds a run)."""
+    if os.path.abspath(cfg.output_dir) == os.path.dirname(os.path.abspath(checkpoint)):
+        raise UserError(f"--branch-from {checkpoint}: the branch would write into its parent's folder; give it "
+                        f"its own output_dir=... (or continue the parent with --resume)")
+
+
 def prepare_branch(checkpoint: str, cfg) -> Parent:
     """Load and check the parent checkpoint before anything is written: a UserError (one line) if the
     branch cannot continue it."""
+    check_own_folder(checkpoint, cfg)
     state = load_checkpoint(checkpoint)
     folder = os.path.dirname(os.path.abspath(checkpoint))
     where = f"--branch-from {checkpoint}"
     if state.get("step", 0):
         raise UserError(f"{where}: taken mid-epoch (epoch {state['epoch']}, step {state['step']}); a branch "
                         f"starts at an epoch boundary: use the run's threshold.pt or last.pt of a finished epoch")
-    if os.path.abspath(cfg.output_dir) == folder:
-        raise UserError(f"{where}: the branch would write into its parent's folder; give it its own "
-                        f"output_dir=... (or continue the parent with --resume)")
     conflicts = branch_conflicts(state["config"], config_to_dict(cfg), state["epoch"])
     if conflicts:
         raise UserError(f"{where}: the branch's config differs from its parent's in what acts before the branch "

@@ -19,7 +19,8 @@ from data.device_loader import DeviceLoader
 from data.samplers import RankSlice, ShardSampler, build_sampler
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
                                load_checkpoint, load_model_weights, save_checkpoint)
-from engine.branch import prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
+from engine.branch import (check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due,
+                           write_branch_record)
 from engine.config import config_to_dict, flatten, save_config
 from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import (DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed,
@@ -366,6 +367,8 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
             branch_from=None):
     """Check the folder, build the run and restore its checkpoint (or its parent's, for a branch
     not yet started), writing nothing (rank 0 claims the folder afterwards: `claim`)."""
+    if branch_from:
+        check_own_folder(branch_from, cfg)
     if ctx.is_main:
         lock.check_free()
         check_ownership(cfg.output_dir, resume, overwrite)

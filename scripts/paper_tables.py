@@ -568,7 +568,6 @@ def main(argv=None) -> int:
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
     table = get_table(args.table)
     seeds = args.seeds or table.seeds
-    overrides = ([f"data.root={data_root}"] if data_root else []) + args.overrides
     output_root, overrides = apply_subset(table, args.subset, output_root, overrides)
     parallel = args.jobs_per_gpu is not None
     if parallel and not any(o.split("=", 1)[0].strip() == "train.progress" for o in overrides):

@@ -90,24 +90,31 @@ def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
 
 
 def test_paper_tables_paired_pairs_tables_1_and_6(tmp_path):
-    jobs, paired, scratch = plan_paired(get_table(6), (0, 1, 2), str(tmp_path))
+    one_subset = ["data.subset=first"]        # what --subset first passes: a pair shares one first stage
+    jobs, paired, scratch = plan_paired(get_table(6), (0, 1, 2), str(tmp_path), overrides=one_subset)
     pair_jobs = [job for job in jobs if job.train and "scripts/rsg_pair.py" in job.train]
     assert len(pair_jobs) == 8 * 3                        # LDAM-DRW vs LDAM-DRW-RSG in 8 columns x 3 seeds
     assert len(jobs) == (56 - 16) * 3 + 8 * 3             # the other rows train as before
     assert (paired, scratch) == (8 * 3 * (160 + 2 * 40), 8 * 3 * 400)
-    jobs, paired, scratch = plan_paired(get_table(1), (0,), str(tmp_path))
+    jobs, paired, scratch = plan_paired(get_table(1), (0,), str(tmp_path), overrides=one_subset)
     assert len(jobs) == 16 and all("scripts/rsg_pair.py" in job.train for job in jobs)
     without = {job.train[job.train.index("--without") + 1] for job in jobs}
     assert "configs/cifar10_lt/erm_r50.yaml" in without and paired / scratch == pytest.approx(0.6)
 
 
 def test_paper_tables_paired_dry_run_states_the_saving(tmp_path):
-    result = subprocess.run([sys.executable, "scripts/paper_tables.py", "--table", "6", "--paired", "--dry-run",
-                             "--output-root", str(tmp_path)], cwd=ROOT, env=SCRIPT_ENV, capture_output=True,
-                            text=True, timeout=200)
+    def dry_run(*extra):
+        return subprocess.run([sys.executable, "scripts/paper_tables.py", "--table", "6", "--paired", "--dry-run",
+                               "--output-root", str(tmp_path), *extra], cwd=ROOT, env=SCRIPT_ENV,
+                              capture_output=True, text=True, timeout=200)
+
+    result = dry_run("--subset", "first")
     assert result.returncode == 0, result.stderr
     assert "5760 epochs instead of 9600" in result.stderr
     assert sum("rsg_pair.py" in line for line in result.stdout.splitlines()) == 24
+    # The paper's pairs come from two subsets: a shared first stage needs one, named.
+    refused = dry_run()
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--subset first" in refused.stderr
 
 
 def fake_branch(folder, config, seed, top1, parent_hash):
