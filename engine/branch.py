@@ -28,7 +28,6 @@ its metrics.jsonl with the parent's lines of the epochs before the branch point.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from engine.config import config_from_dict, config_to_dict, flatten
 from engine.errors import UserError
 from engine.schedules import learning_rate, reweight_start
@@ -62,14 +61,6 @@ GENERATION_KEYS = {"rsg.threshold_epoch", "rsg.transfer_strength", "rsg.frequent
 def threshold_checkpoint_due(cfg, next_epoch: int) -> bool:
     """An RSG run keeps threshold.pt at the boundary before epoch T_th (the branch point)."""
     return cfg.rsg.enabled and 0 < cfg.rsg.threshold_epoch == next_epoch
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +162,7 @@ def prepare_branch(checkpoint: str, cfg) -> Parent:
         raise UserError(f"{where}: the branch's config differs from its parent's in what acts before the branch "
                         f"point (epoch {state['epoch']}): {'; '.join(conflicts)}. Change only what acts from "
                         f"epoch {state['epoch']} on, or train a new run")
-    return Parent(checkpoint, folder, state, sha256_of(checkpoint))
+    return Parent(checkpoint, folder, state, file_sha256(checkpoint))
 
 
 def start_branch(run, parent: Parent):

@@ -8,6 +8,7 @@ class counts (they define the shot groups) and the code version.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import subprocess
 from typing import Optional
@@ -28,6 +29,15 @@ def code_version() -> str:
         return result.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def file_sha256(path: str) -> str:
+    """The file's sha256, read in 1 MiB blocks: how a run records the checkpoint it started from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(state: dict, path: str) -> None:

@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 
-from engine.distributed import all_reduce_sum
 from rsg import RSG
 
 # Every statistic RSG.diagnostics may hold (rsg/module.py), in a fixed order: under torchrun every
@@ -50,24 +49,37 @@ class DiagnosticsSums:
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
             self.steps[name] = self.steps.get(name, 0) + 1
 
-    def epoch_values(self) -> tuple[dict, dict]:
-        """(scalars for the `train` metrics, per-class lists for `rsg_classes`); under torchrun
-        both are over all ranks. One all-reduce, the epoch's only host read of these values."""
-        if self.rsg is None:
-            return {}, {}
-        device = next(self.rsg.parameters()).device
+    def shapes(self) -> dict:
         shapes = {name: () for name in SCALARS}
         shapes.update({name: (self.rsg.num_classes, self.rsg.num_centers) for name in PER_CLASS})
-        flat = torch.cat([self.sums.get(name, torch.zeros(shape, device=device)).reshape(-1).float()
-                          for name, shape in shapes.items()])
-        steps = torch.tensor([float(self.steps.get(name, 0)) for name in shapes], device=device)
-        flat, steps = all_reduce_sum(flat).cpu(), all_reduce_sum(steps).cpu().tolist()
+        return shapes
+
+    def device_totals(self, device) -> torch.Tensor:
+        """The epoch's sums, then how many steps recorded each statistic, as one flat float64 device
+        tensor (empty without RSG): the loop all-reduces and reads it with its own numbers, so the
+        epoch end stays one all-reduce and one host read."""
+        if self.rsg is None:
+            return torch.zeros(0, dtype=torch.float64, device=device)
+        shapes = self.shapes()
+        sums = [self.sums.get(name, torch.zeros(shape, device=device)).reshape(-1).double()
+                for name, shape in shapes.items()]
+        steps = torch.tensor([float(self.steps.get(name, 0)) for name in shapes], dtype=torch.float64, device=device)
+        return torch.cat(sums + [steps])
+
+    def epoch_values(self, totals: list) -> tuple[dict, dict]:
+        """(scalars for the `train` metrics, per-class lists for `rsg_classes`) from `device_totals`
+        read on the host (under torchrun: summed over the ranks)."""
+        if self.rsg is None:
+            return {}, {}
+        shapes = self.shapes()
+        steps = totals[len(totals) - len(shapes):]
         values, offset = {}, 0
         for (name, shape), count in zip(shapes.items(), steps):
             size = math.prod(shape)
             if count:       # recorded at least once in the epoch (on some rank)
-                value = flat[offset:offset + size].reshape(shape)
-                values[name] = value if name in PER_CLASS else float(value) / count
+                chunk = totals[offset:offset + size]
+                values[name] = ([chunk[row * shape[1]:(row + 1) * shape[1]] for row in range(shape[0])]
+                                if name in PER_CLASS else chunk[0] / count)     # host numbers only
             offset += size
         usage = center_use(values)
         return scalar_metrics(values, usage), usage
@@ -88,18 +100,17 @@ def center_use(values: dict) -> dict:
     centers it uses, 1..K), and how many centers are the most probable one of at least one sample."""
     if "assignment_mass" not in values:
         return {}
-    mass, hits = values["assignment_mass"], values["assignment_argmax"]
+    mass, hits = values["assignment_mass"], values["assignment_argmax"]     # (classes, K) lists
     used, argmax_used = [], []
     for class_mass, class_hits in zip(mass, hits):
-        total = float(class_mass.sum())
+        total = sum(class_mass)
         if total <= 0:                      # a class absent from every batch of the epoch
             used.append(None)
             argmax_used.append(None)
             continue
-        p = class_mass / total
-        entropy = float(-(p * p.clamp_min(1e-12).log()).sum())
+        entropy = -sum(m / total * math.log(max(m / total, 1e-12)) for m in class_mass)
         used.append(round(math.exp(entropy), 4))
-        argmax_used.append(int((class_hits > 0).sum()))
+        argmax_used.append(sum(1 for h in class_hits if h > 0))
     return {"centers_used": used, "centers_argmax": argmax_used}
 
 

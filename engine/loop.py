@@ -137,16 +137,18 @@ def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, 
                            "data.batch_size (batches are drop_last)")
     # One all-reduce and one host read for the epoch's numbers; the finiteness check comes after
     # the all-reduce, so that under torchrun every rank sees a non-finite sum and stops alike.
+    # RSG's diagnostics ride along in the same tensor.
     sums_and_correct = torch.stack([sums[name].double() for name in LOSS_TERMS] + [correct.double()])
     counts = torch.tensor([seen, generated, steps], dtype=torch.float64, device=device)
-    totals = all_reduce_sum(torch.cat([sums_and_correct, counts])).tolist()
-    losses_sum, correct_sum, (seen, generated, steps) = totals[:len(LOSS_TERMS)], totals[len(LOSS_TERMS)], totals[-3:]
+    totals = all_reduce_sum(torch.cat([sums_and_correct, counts, diagnostics.device_totals(device)])).tolist()
+    losses_sum, correct_sum = totals[:len(LOSS_TERMS)], totals[len(LOSS_TERMS)]
+    seen, generated, steps = totals[len(LOSS_TERMS) + 1:len(LOSS_TERMS) + 4]
     raise_if_not_finite(losses_sum[LOSS_TERMS.index("total")], epoch, step)
     metrics = {f"loss_{name}": losses_sum[i] / steps for i, name in enumerate(LOSS_TERMS)}
     metrics["accuracy"] = 100.0 * correct_sum / seen
     metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
     metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
-    rsg_metrics, rsg_classes = diagnostics.epoch_values()
+    rsg_metrics, rsg_classes = diagnostics.epoch_values(totals[len(LOSS_TERMS) + 4:])
     metrics.update(rsg_metrics)
     return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
 

@@ -11,24 +11,15 @@ frozen here. The run records its parent (path, sha256, epoch) in config.yaml and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 
-from engine.checkpoint import load_checkpoint, load_model_weights
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from engine.config import config_from_dict
 from engine.errors import UserError
 from models import classifier_kind, strip_rsg
 
 log = logging.getLogger("rsg")
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_parent(cfg) -> dict:

@@ -122,7 +122,7 @@ def table(rows: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = [f"data.root={args.data_root}"] if args.data_root else []
-    cfg, model, train_set = load_training_model(args.checkpoint, overrides)
+    cfg, model, train_set, _ = load_training_model(args.checkpoint, overrides)
     seed_everything(args.seed)             # the batch's augmentation: the same batch on every call
     x, targets = rsg_input(model, training_batches(cfg, train_set, cfg.rsg.threshold_epoch), args.batch_index)
     trained = model.rsg

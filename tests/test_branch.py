@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import error_lines, run_script, tiny_config_dict, torch_globals_restored, write_config
-from engine.branch import BRANCH_FILE, branch_conflicts, prepare_branch, sha256_of, start_branch
+from engine.branch import BRANCH_FILE, branch_conflicts, prepare_branch, start_branch
+from engine.checkpoint import file_sha256
 from engine.checkpoint import load_checkpoint
 from engine.config import config_to_dict, load_config
 from engine.distributed import DistributedContext
@@ -72,7 +73,7 @@ def test_unchanged_branch_continues_bit_exactly(parent):
     assert mine[3]["test"] == parents[3]["test"] and mine[3]["test_per_class"] == parents[3]["test_per_class"]
     record = json.load(open(os.path.join(cfg.output_dir, BRANCH_FILE)))
     assert record["epoch"] == THRESHOLD and record["parent_folder"] == os.path.abspath(parent["folder"])
-    assert record["sha256"] == sha256_of(parent["threshold"]) and record["changed"] == {}
+    assert record["sha256"] == file_sha256(parent["threshold"]) and record["changed"] == {}
 
 
 def test_branch_without_rsg_keeps_the_backbone_and_trains(parent):
