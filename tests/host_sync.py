@@ -103,7 +103,10 @@ def _where() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         path = os.path.abspath(frame.f_code.co_filename)
-        if path.startswith(ROOT + os.sep) and path != HERE and f"{os.sep}tests{os.sep}" not in path[len(ROOT):]:
+        inside = path[len(ROOT):]
+        installed = f"{os.sep}site-packages{os.sep}" in inside   # a .venv inside the checkout (CI's) is not ours
+        if path.startswith(ROOT + os.sep) and path != HERE and f"{os.sep}tests{os.sep}" not in inside \
+                and not installed:
             return f"{os.path.relpath(path, ROOT)}:{frame.f_lineno} {frame.f_code.co_name}"
         frame = frame.f_back
     return "outside the repository"
