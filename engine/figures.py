@@ -42,6 +42,14 @@ def log_figure(run_dir: str, tag: str, figure, step: int) -> None:
         writer.add_figure(tag, figure, global_step=step, close=False)
 
 
+def save_figure(figure, out: str, run_dir: str, tag: str, step: int, dpi: int, tensorboard: bool) -> None:
+    """The figure as a PNG file and, unless told not to, in the run's TensorBoard; says where."""
+    figure.savefig(out, dpi=dpi)
+    if tensorboard:
+        log_figure(run_dir, tag, figure, step)
+    print(f"wrote {out}" + (f" and added it to {run_dir}/tensorboard" if tensorboard else ""))
+
+
 def read_run_config(run_dir: str) -> dict:
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):

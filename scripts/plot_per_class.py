@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.errors import reports_user_errors  # noqa: E402
-from engine.figures import (log_figure, per_class_csv, per_class_figure, read_per_class,  # noqa: E402
+from engine.figures import (per_class_csv, per_class_figure, read_per_class, save_figure,  # noqa: E402
                             read_run_config, require_pyplot)
 
 
@@ -50,10 +50,8 @@ def main(argv=None) -> int:
     config = read_run_config(args.run_dir)
     figure = per_class_figure(series, f"{config['data']['name']}: per-class test accuracy against training count")
     out = args.out or os.path.join(args.run_dir, "per_class.png")
-    figure.savefig(out, dpi=120)
-    if not args.no_tensorboard:
-        log_figure(args.run_dir, "figures/per_class_accuracy", figure, config["train"]["epochs"])
-    print(f"wrote {out}" + ("" if args.no_tensorboard else f" and added it to {args.run_dir}/tensorboard"))
+    save_figure(figure, out, args.run_dir, "figures/per_class_accuracy", config["train"]["epochs"], 120,
+                not args.no_tensorboard)
     return 0
 
 

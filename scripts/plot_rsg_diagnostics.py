@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.errors import UserError, reports_user_errors  # noqa: E402
-from engine.figures import log_figure, read_run_config, require_pyplot  # noqa: E402
+from engine.figures import read_run_config, require_pyplot, save_figure  # noqa: E402
 from engine.metrics import SHOT_GROUPS, shot_group  # noqa: E402
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
@@ -151,10 +151,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     figure, config = diagnostics_figure(args.run_dir, args.baseline_dir)
     out = args.out or os.path.join(args.run_dir, "rsg_diagnostics.png")
-    figure.savefig(out, dpi=110)
-    if not args.no_tensorboard:
-        log_figure(args.run_dir, "figures/rsg_diagnostics", figure, config["train"]["epochs"])
-    print(f"wrote {out}" + ("" if args.no_tensorboard else f" and added it to {args.run_dir}/tensorboard"))
+    save_figure(figure, out, args.run_dir, "figures/rsg_diagnostics", config["train"]["epochs"], 110,
+                not args.no_tensorboard)
     return 0
 
 

@@ -6,6 +6,7 @@ Everything is written under pytest's tmp_path; nothing reads /work/shared or dow
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import subprocess
@@ -38,6 +39,12 @@ CIFAR_CLASSES = [f"class{i}" for i in range(10)]
 
 # ---------------------------------------------------------------------------------------------
 # Tiny CIFAR-10 in torchvision's on-disk python format
+
+
+def read_jsonl(path) -> list:
+    """The records of a JSON-lines file (metrics.jsonl)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f]
 
 
 def _pickle_to(path, content) -> None:

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from conftest import error_lines, run_script, tiny_config_dict, torch_globals_restored, write_config
+from conftest import read_jsonl, error_lines, run_script, tiny_config_dict, torch_globals_restored, write_config
 from engine.branch import BRANCH_FILE, branch_conflicts, prepare_branch, start_branch
 from engine.checkpoint import file_sha256
 from engine.checkpoint import load_checkpoint
@@ -26,11 +26,6 @@ SECTIONS = dict(
     loss={"reweight_start": THRESHOLD},
     optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2, THRESHOLD], "decay": 0.1},
 )
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 import engine.run as engine_run
-from conftest import (ROOT, SCRIPT_ENV, TINY_COUNTS, TINY_STEPS_PER_EPOCH, run_script, script_command,
+from conftest import (read_jsonl, ROOT, SCRIPT_ENV, TINY_COUNTS, TINY_STEPS_PER_EPOCH, run_script, script_command,
                       tiny_config_dict, torch_globals_restored, write_config)
 from data.imbalance import imbalanced_counts
 from engine.checkpoint import (CHECKPOINT_FORMAT, find_resume_checkpoint, load_checkpoint, load_model_weights,
@@ -124,11 +124,6 @@ RESUME_SECTIONS = dict(
     loss={"reweight_start": 3},
     optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2, 3], "decay": 0.1},
 )
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")

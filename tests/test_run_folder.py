@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import engine.run as engine_run
-from conftest import (PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, run_script, run_scripts,
+from conftest import (read_jsonl, PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, run_script, run_scripts,
                       script_command, tiny_config_dict, write_config)
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
@@ -38,11 +38,6 @@ def snapshot(folder) -> dict:
             with open(path, "rb") as f:
                 digests[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return digests
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")
