@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from engine.errors import reports_user_errors
+from engine.exits import reports_user_errors
 
 
 def parse_args(argv=None):

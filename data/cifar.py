@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from engine.errors import UserError
+from core.errors import UserError
 
 IMAGE_SIDE = 32
 ROW_LENGTH = 3 * IMAGE_SIDE * IMAGE_SIDE  # one image: R plane, G plane, B plane of 32x32

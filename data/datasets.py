@@ -4,7 +4,7 @@ split lists).
 Both keep labels in a plain `targets` list so that samplers and class counts never need to
 load an image, and both are plain picklable objects so DataLoader workers can receive them.
 A problem with a file is raised as a UserError naming the file (and its list line), inside the
-worker; engine.errors turns the DataLoader's re-raised copy back into that one line.
+worker; core.errors turns the DataLoader's re-raised copy back into that one line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data.decoding import UnreadableImage, read_image, read_pil
-from engine.errors import UserError
+from core.errors import UserError
 
 Transform = Optional[Callable[[Image.Image], object]]
 

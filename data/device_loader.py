@@ -25,7 +25,7 @@ def stack_images(dataset) -> np.ndarray:
     if hasattr(dataset, "images"):
         return np.asarray(dataset.images)
     from data.datasets import load_rgb  # FileDataset: decode each file once, up front
-    from engine.errors import UserError
+    from core.errors import UserError
 
     first = np.asarray(load_rgb(dataset.paths[0]))
     images = np.empty((len(dataset.paths),) + first.shape, dtype=np.uint8)

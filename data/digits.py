@@ -12,7 +12,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image
 
-from engine.errors import UserError
+from core.errors import UserError
 
 NUM_CLASSES = 10
 MAX_PIXEL_VALUE = 16  # load_digits stores intensities 0..16

@@ -7,7 +7,7 @@ Everything is sorted so that the class indices and sample order do not depend on
 import os
 from typing import List, Sequence, Tuple
 
-from engine.errors import UserError
+from core.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 EXPECTED_LAYOUT = "root/train/<class>/*.jpg and root/test/<class>/*.jpg"

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from engine.errors import UserError
+from core.errors import UserError
 
 PROFILES = ("longtail", "step", "balanced")
 SUBSETS = ("first", "ldam_drw", "seeded")

@@ -8,13 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from engine.registry import Registry
-from losses.weights import class_balanced_weights
+from core.registry import Registry
+from core.seeds import SAMPLER_STREAM, epoch_seed
+from core.class_weights import class_balanced_weights
 
 SAMPLERS = Registry("sampler", "data.sampler")
-
-# Spreads epochs of different seeds apart so that (seed, epoch) pairs rarely share a generator seed.
-SEED_STRIDE = 100003
 
 
 def epoch_indices(num_samples: int, seed: int, epoch: int, sample_weights: Optional[torch.Tensor] = None,
@@ -25,7 +23,7 @@ def epoch_indices(num_samples: int, seed: int, epoch: int, sample_weights: Optio
     num_samples draws with replacement, index i with probability sample_weights[i] / sum(sample_weights).
     Every sampler (and a distributed one, by slicing this order) takes its epoch from here.
     """
-    generator = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, stream=SAMPLER_STREAM))
     if sample_weights is None or epoch < resample_start:
         return torch.randperm(num_samples, generator=generator)
     return torch.multinomial(sample_weights, num_samples, replacement=True, generator=generator)

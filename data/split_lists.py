@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 
 from data.datasets import FileDataset, ListOrigin
-from engine.errors import UserError
+from data.registry import DATASETS
+from core.errors import UserError
 
 ROOT_SAMPLE = 20   # listed images checked for existence when the lists are read
 
@@ -52,7 +53,6 @@ STANDARD_SPLITS = {
     "inat2018": StandardSplits("iNaturalist 2018", INAT_TRAIN, INAT_VAL, INAT_VAL, 8142),
     "split_list": StandardSplits("split_list"),
 }
-SPLIT_LIST_DATASETS = tuple(STANDARD_SPLITS)
 
 PLACES_LAYOUTS = ("Places-LT lists circulate in two path layouts, 'train/airfield/00004851.jpg' (Places365-"
                   "Standard's train/ folder) and 'data_256/a/airfield/00000001.jpg' (the data_256 archive): "
@@ -266,3 +266,7 @@ def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_tr
                            skip_corrupt=data_cfg.skip_corrupt, origin=split.origin)
 
     return dataset(train, train_transform), dataset(evaluation, eval_transform)
+
+
+for _name in STANDARD_SPLITS:
+    DATASETS.register(_name, split_lists=True, long_tailed=_name != "split_list")(load_split_list_datasets)

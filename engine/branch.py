@@ -38,7 +38,7 @@ import torch
 
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from engine.config import config_from_dict, config_to_dict, flatten
-from engine.errors import UserError
+from core.errors import UserError
 from engine.schedules import learning_rate, reweight_start
 
 log = logging.getLogger("rsg")

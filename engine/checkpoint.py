@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from engine.errors import UserError
+from core.errors import UserError
 
 CHECKPOINT_FORMAT = 1
 

@@ -18,7 +18,11 @@ from typing import Any, Optional
 
 import yaml
 
-from engine.errors import UserError
+from core.errors import UserError
+from data.builder import DATASETS
+from data.samplers import SAMPLERS
+from losses import LOSSES
+from models import BACKBONES
 
 
 def choice(default, choices, help=""):
@@ -26,11 +30,18 @@ def choice(default, choices, help=""):
     return field(default=default, metadata={"choices": tuple(choices), "help": help})
 
 
+# The keys whose valid values are the names of a registry: the registry is their only list.
+REGISTRIES = {"data.name": DATASETS, "data.sampler": SAMPLERS, "loss.name": LOSSES, "model.backbone": BACKBONES}
+
+
+def registered(default, help=""):
+    """A field whose value must be a name of its key's registry (REGISTRIES)."""
+    return field(default=default, metadata={"registered": True, "help": help})
+
+
 @dataclass
 class DataConfig:
-    name: str = choice("cifar10", ["cifar10", "cifar100", "image_folder", "digits",
-                                   "imagenet_lt", "places_lt", "inat2018", "split_list"],
-                       "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*; "
+    name: str = registered("cifar10", "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*; "
                        "imagenet_lt, places_lt, inat2018 and split_list read 'path label' list files "
                        "(iNaturalist also its train2018.json / val2018.json) with paths relative to root")
     root: str = "datasets"          # folder holding the dataset files (split lists: their paths' root)
@@ -80,8 +91,7 @@ class DataConfig:
     batch_size: int = 128           # global training batch (drop_last); torchrun: split evenly over ranks
     eval_batch_size: int = 512
     num_workers: int = 4
-    sampler: str = choice("shuffle", ["shuffle", "drs", "class_balanced"],
-                          "training order: shuffle = a fresh permutation each epoch; drs = deferred "
+    sampler: str = registered("shuffle", "training order: shuffle = a fresh permutation each epoch; drs = deferred "
                           "re-sampling: the shuffle before resample_start, from it len(dataset) draws "
                           "with replacement, each sample's probability proportional to the class-balanced "
                           "weight of its class (Cao et al. 2019); class_balanced = len(dataset) draws with "
@@ -96,7 +106,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet32"      # a registered backbone (see models/backbones)
+    backbone: str = registered("resnet32", "a registered backbone (models/backbones)")
     classifier: str = choice("auto", ["auto", "linear", "cosine"],
                              "auto = cosine (normalized) when the loss is LDAM, else linear")
     pretrained: str = "none"        # none | torchvision (ImageNet IMAGENET1K_V1) | /path/to/torchvision_state_dict.pth
@@ -126,8 +136,7 @@ class RSGConfig:
 
 @dataclass
 class LossConfig:
-    name: str = choice("ldam", ["ce", "ldam", "focal", "am", "logit_adjusted", "balanced_softmax"],
-                       "classification loss L_cls: ce = cross-entropy (ERM), ldam, focal, am = "
+    name: str = registered("ldam", "classification loss L_cls: ce = cross-entropy (ERM), ldam, focal, am = "
                        "additive-margin softmax (with reweight drw: M-DRW), logit_adjusted = CE of "
                        "z + tau log(prior) (Menon et al. 2021), balanced_softmax = CE of z + log(n_c) "
                        "(Ren et al. 2020)")
@@ -209,6 +218,14 @@ class Config:
     stage: StageConfig = field(default_factory=StageConfig)
     name: str = ""                  # run name; default: the config file's name
     output_dir: str = ""            # default: runs/<name> if name is set, else runs/<config path under configs/, no .yaml>
+
+    @property
+    def head_kind(self) -> str:
+        """model.classifier, with auto resolved by the loss's registration: cosine (normalized) for the
+        losses that put their margin on cosine logits (LDAM, AM-softmax), linear otherwise."""
+        if self.model.classifier != "auto":
+            return self.model.classifier
+        return LOSSES.info(self.loss.name).get("head", "linear")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +370,8 @@ def _build(cls, values: dict[str, Any], sources: dict[str, str], prefix: str = "
         valid_choices = fields[head].metadata.get("choices")
         if valid_choices and converted not in valid_choices:
             raise UserError(f"{where} is {converted!r}; valid choices: {', '.join(valid_choices)}")
+        if fields[head].metadata.get("registered"):
+            REGISTRIES[prefix + head].check(converted, where)
         kwargs[head] = converted
     for head, child_values in children.items():
         kwargs[head] = _build(hints[head], child_values, sources, f"{prefix}{head}.")
@@ -399,23 +418,20 @@ def config_from_dict(tree: dict, overrides: Optional[list[str]] = None, source: 
     return cfg
 
 
-# data.name values read from split lists (data/split_lists.py); the first three come long-tailed.
-SPLIT_LIST_DATASETS = ("imagenet_lt", "places_lt", "inat2018", "split_list")
-
-
 def _validate_data_source(data: DataConfig, need) -> None:
     """The split-list keys against data.name, and the evaluation crop."""
-    lists = data.name in SPLIT_LIST_DATASETS
+    facts = DATASETS.info(data.name)
+    lists = facts.get("split_lists", False)
     for key in ("train_list", "val_list", "test_list"):
         need(lists or not getattr(data, key), f"data.{key}",
-             f"is for split-list datasets ({', '.join(SPLIT_LIST_DATASETS)}); data.name is {data.name}")
+             f"is for split-list datasets ({', '.join(DATASETS.names(split_lists=True))}); data.name is {data.name}")
     need(lists or data.num_classes is None, "data.num_classes",
          f"is for split-list datasets; {data.name} has its own classes")
     need(data.num_classes is None or data.num_classes >= 0, "data.num_classes",
          "must be >= 0 (0 = infer from the training list)")
     need(lists or data.eval_split == "test", "data.eval_split",
          f"is {data.eval_split!r}, but {data.name} has no validation split; valid: test")
-    need(not lists or data.name == "split_list" or data.profile == "none", "data.profile",
+    need(not facts.get("long_tailed") or data.profile == "none", "data.profile",
          f"is {data.profile!r}, but {data.name} is long-tailed already; set data.profile: none")
     if data.name == "split_list":
         need(data.train_list, "data.train_list", "must name the training list file when data.name is split_list")
@@ -443,6 +459,9 @@ def validate(cfg: Config) -> None:
     need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
     need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
     need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
+    stages = BACKBONES.info(cfg.model.backbone)["stages"]
+    need(cfg.rsg.position in ("default",) + stages, "rsg.position",
+         f"is {cfg.rsg.position!r}, not a stage of {cfg.model.backbone}; valid choices: default, {', '.join(stages)}")
     need(cfg.model.pretrained in ("none", "torchvision") or cfg.model.pretrained.endswith((".pth", ".pt")),
          "model.pretrained", f"is {cfg.model.pretrained!r}; valid: none, torchvision, or a path to a .pth file")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")

@@ -13,7 +13,7 @@ from data.builder import build_datasets
 from data.datasets import report_unreadable
 from engine.checkpoint import load_checkpoint, load_model_weights
 from engine.config import SPLIT_LIST_DATASETS, config_from_dict
-from engine.errors import UserError
+from core.errors import UserError
 from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.runtime import resolve_device
 from engine.loop import predict

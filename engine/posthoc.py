@@ -20,13 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.errors import UserError
+from core.errors import UserError
 from engine.loop import predict_logits
 from engine.metrics import SHOT_GROUPS, accuracy_report
 from losses.logit_adjusted import log_prior
-from models import classifier_kind
-
-
 def posthoc_kind(cfg) -> str:
     """The correction the config asks for: stage tau_norm implies tau_norm."""
     return "tau_norm" if cfg.stage.name == "tau_norm" else cfg.eval.posthoc
@@ -69,7 +66,7 @@ def build_correction(cfg, model, train_counts) -> Optional[Correction]:
             raise UserError("eval.posthoc=logit_adjust needs every class in the training set (log of its prior)")
         # A cosine head outputs cos theta in [-1, 1]; its loss (LDAM, AM) trained s * cos, so the
         # prior is subtracted from s * cos, the logits whose softmax estimates p(y | x).
-        scale = cfg.loss.scale if classifier_kind(cfg) == "cosine" else 1.0
+        scale = cfg.loss.scale if cfg.head_kind == "cosine" else 1.0
         return Correction(kind, taus, log_prior=log_prior(train_counts), logit_scale=scale)
     head = linear_head(model)
     weight = head.weight.detach().float().cpu()

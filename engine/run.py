@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from core.errors import UserError
+from core.seeds import epoch_seed
 from data.builder import build_datasets
 from data.datasets import check_files_exist, log_unreadable, take_unreadable
 from data.imbalance import class_counts
@@ -25,13 +27,13 @@ from engine.config import config_to_dict, flatten, save_config
 from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import (DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed,
                                 shutdown)
-from engine.errors import PeerStopped, UserError, lost_a_peer
+from engine.exits import PeerStopped, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
 from engine.posthoc import build_correction, corrected_report, format_tau_table
 from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
                                remove_run_files)
-from engine.runtime import (PhaseAwareDDP, Precision, epoch_seed, log_to_file, log_to_file_only, prepare_model,
+from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model,
                             resolve_device, seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, learning_rate
 from engine.stage import check_same_parent, parent_record, prepare_stage, record_parent
@@ -474,8 +476,8 @@ def ending_error(error: Exception, cfg) -> Exception:
 def start_epoch_state(run: Run, epoch: int, start_step: int):
     """Seeds, sampler position, lr and class weights of `epoch`: all functions of the epoch."""
     cfg = run.cfg
-    seed_everything(epoch_seed(cfg.train.seed, epoch) + run.ctx.rank)   # seed + rank
-    run.generator.manual_seed(epoch_seed(cfg.train.seed, epoch) + run.ctx.rank)
+    seed_everything(epoch_seed(cfg.train.seed, epoch, stream=run.ctx.rank))
+    run.generator.manual_seed(epoch_seed(cfg.train.seed, epoch, stream=run.ctx.rank))
     run.sampler.set_epoch(epoch)
     run.sampler.set_start(start_step * cfg.data.batch_size)
     lr = learning_rate(epoch, cfg.optim, cfg.train.epochs)

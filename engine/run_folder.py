@@ -23,7 +23,7 @@ from typing import Optional
 
 import yaml
 
-from engine.errors import UserError
+from core.errors import UserError
 
 LOCK_NAME = ".lock"
 # What train.py writes; eval.py's per-class CSVs beside the checkpoints describe them too.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger("rsg")
 
@@ -79,12 +79,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of every random draw in an epoch: a pure function of (seed, epoch), so a run
-    resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
-    return seed * 1_000_003 + epoch + 1
 
 
 def set_determinism(deterministic: bool) -> None:

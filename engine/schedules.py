@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from losses.weights import class_balanced_weights
+from core.class_weights import class_balanced_weights
 
 
 def milestone_decays(optim_cfg) -> list[float]:

@@ -16,8 +16,8 @@ import os
 
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from engine.config import config_from_dict
-from engine.errors import UserError
-from models import classifier_kind, strip_rsg
+from core.errors import UserError
+from models import strip_rsg
 
 log = logging.getLogger("rsg")
 
@@ -56,18 +56,18 @@ def check_compatible(cfg, parent_state: dict, counts) -> None:
                         f"{parent_cfg['model']['backbone']}; set model.backbone={parent_cfg['model']['backbone']}")
     if cfg.stage.name in ("lws", "tau_norm"):
         parent_kind = classifier_kind_of(parent_cfg)
-        if parent_kind != classifier_kind(cfg):
+        if parent_kind != cfg.head_kind:
             raise UserError(f"stage.name={cfg.stage.name} keeps the parent's classifier, a {parent_kind} one, but this "
-                            f"config builds a {classifier_kind(cfg)} one; set model.classifier={parent_kind} (and the "
+                            f"config builds a {cfg.head_kind} one; set model.classifier={parent_kind} (and the "
                             f"parent's loss.name)")
-    if cfg.stage.name == "tau_norm" and classifier_kind(cfg) == "cosine":
+    if cfg.stage.name == "tau_norm" and cfg.head_kind == "cosine":
         raise UserError(f"stage.name=tau_norm on the cosine classifier of {path}: its class weights are normalised "
                         f"already (every ||w_c|| = 1), so tau-normalisation changes nothing; use stage.name=crt or "
                         f"lws, or a first stage with a linear classifier")
 
 
 def classifier_kind_of(config_dict: dict) -> str:
-    return classifier_kind(config_from_dict(config_dict, source="parent checkpoint"))
+    return config_from_dict(config_dict, source="parent checkpoint").head_kind
 
 
 def load_parent_into(model, cfg, parent_state: dict) -> None:
@@ -80,7 +80,7 @@ def load_parent_into(model, cfg, parent_state: dict) -> None:
     if cfg.stage.name in ("lws", "tau_norm"):
         head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
         target = model.head.head if cfg.stage.name == "lws" else model.head
-        load_model_weights(target, head, path, f"{classifier_kind(cfg)} classifier")
+        load_model_weights(target, head, path, f"{cfg.head_kind} classifier")
     model.freeze_backbone()
     if cfg.stage.name == "lws":
         for parameter in model.head.head.parameters():

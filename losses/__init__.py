@@ -2,11 +2,10 @@
 
 from losses import classification, logit_adjusted  # noqa: F401
 from losses.registry import LOSSES
-from losses.weights import class_balanced_weights
 
 
 def build_loss(cfg, class_counts):
     return LOSSES.get(cfg.loss.name)(cfg, class_counts)
 
 
-__all__ = ["LOSSES", "build_loss", "class_balanced_weights"]
+__all__ = ["LOSSES", "build_loss"]

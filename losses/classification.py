@@ -108,11 +108,11 @@ def build_focal(cfg, class_counts):
     return FocalLoss(cfg.loss.focal_gamma)
 
 
-@LOSSES.register("am")
+@LOSSES.register("am", head="cosine")
 def build_am_softmax(cfg, class_counts):
     return AMSoftmaxLoss(cfg.loss.max_margin, cfg.loss.scale)
 
 
-@LOSSES.register("ldam")
+@LOSSES.register("ldam", head="cosine")
 def build_ldam(cfg, class_counts):
     return LDAMLoss(class_counts, cfg.loss.max_margin, cfg.loss.scale)

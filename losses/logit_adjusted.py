@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import UserError
+from core.errors import UserError
 from losses.registry import LOSSES
 
 

@@ -6,24 +6,13 @@ from typing import Sequence
 
 import torch
 
-from engine.errors import UserError
+from core.errors import UserError
 from models import backbones  # noqa: F401  (registers the backbones)
 from models.classifier import LongTailClassifier
 from models.heads import ScaledHead, build_head
 from models.pretrained import load_pretrained
 from models.registry import BACKBONES
 from rsg import RSG, frequent_classes_from_counts
-
-
-# Losses that put their margin on cosine logits, so they need the normalized head: LDAM (Cao et al.
-# 2019) and AM-softmax (Wang et al. 2018, the loss of M-DRW).
-COSINE_LOSSES = ("ldam", "am")
-
-
-def classifier_kind(cfg) -> str:
-    if cfg.model.classifier != "auto":
-        return cfg.model.classifier
-    return "cosine" if cfg.loss.name in COSINE_LOSSES else "linear"
 
 
 def resolve_rsg_position(cfg, backbone) -> str:
@@ -61,7 +50,7 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
     backbone = BACKBONES.get(cfg.model.backbone)()
     if load_pretrained_weights:
         load_pretrained(backbone, cfg.model.pretrained, cfg.model.backbone)
-    head = build_head(classifier_kind(cfg), backbone.out_features, num_classes)
+    head = build_head(cfg.head_kind, backbone.out_features, num_classes)
     if cfg.stage.name == "lws":   # the classifier stage's per-class scales on the parent's head
         head = ScaledHead(head, num_classes)
     if not (with_rsg and cfg.rsg.enabled):

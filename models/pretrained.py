@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from engine.errors import UserError
+from core.errors import UserError
 
 
 def load_pretrained(backbone, setting: str, backbone_name: str) -> None:

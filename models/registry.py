@@ -1,3 +1,3 @@
-from engine.registry import Registry
+from core.registry import Registry
 
 BACKBONES = Registry("backbone", "model.backbone")

@@ -8,5 +8,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet -r requirements.txt pytest
-# Installs the plug-in package `rsg` (importable from any project); the rest runs from this folder.
+# Installs the project editable (rsg, core, data, losses, models, engine, tools): scripts/ and tests import them.
 .venv/bin/python -m pip install --quiet --no-deps -e .

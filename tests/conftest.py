@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root on sys.path, a tiny CIFAR-10 folder, tiny run configs.
+"""Shared fixtures: a tiny CIFAR-10 folder, tiny run configs (the project is installed: scripts/setup.sh).
 
 Everything is written under pytest's tmp_path; nothing reads /work/shared or downloads.
 """
@@ -19,8 +19,6 @@ import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 PYTHON = sys.executable
 

@@ -7,23 +7,21 @@ MODE step: one training step on the first global batch of a model without batch-
            OUT/eval.pt (rank 0).
 MODE skipped: each rank "replaced" one unreadable image (data.skip_corrupt); rank 0 reports both.
 MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1, through the entry points'
-           error reporting (engine.errors.reports_user_errors), as train.py runs it.
+           error reporting (engine.exits.reports_user_errors), as train.py runs it.
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-import engine.run as engine_run  # noqa: E402
-from data.samplers import ShardSampler  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.distributed import init_distributed, shutdown  # noqa: E402
-from engine.errors import reports_user_errors  # noqa: E402
-from engine.loop import predict, training_step  # noqa: E402
-from engine.runtime import resolve_device  # noqa: E402
+import engine.run as engine_run
+from data.samplers import ShardSampler
+from engine.config import load_config
+from engine.distributed import init_distributed, shutdown
+from engine.exits import reports_user_errors
+from engine.loop import predict, training_step
+from engine.runtime import resolve_device
 
 ODD_TEST_SIZE = 299
 

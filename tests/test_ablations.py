@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from data.imbalance import imbalanced_counts
 from engine.config import config_from_dict, config_to_dict, flatten, load_config
-from engine.errors import UserError
+from core.errors import UserError
 from models import build_model
 from rsg import RSG
 from rsg.module import GENERATION_MODES

@@ -16,7 +16,7 @@ import torchvision
 
 from conftest import ROOT
 from engine.config import load_config
-from engine.errors import UserError
+from core.errors import UserError
 from models import build_model, feature_shape_at
 from models.backbones.base import StagedBackbone
 from models.heads import LinearHead

@@ -19,12 +19,12 @@ from torch import nn
 from conftest import ROOT, TINY_COUNTS, run_script, tiny_config_dict, write_config
 from engine.checkpoint import load_checkpoint
 from engine.config import config_from_dict, load_config
-from engine.errors import UserError
+from core.errors import UserError
 from engine.posthoc import Correction, best_tau, build_correction, corrected_report
 from engine.schedules import learning_rate
 from losses import LOSSES, build_loss
 from losses.logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
-from models import build_model, classifier_kind
+from models import build_model
 from models.heads import ScaledHead
 
 COUNTS = [500, 150, 50, 15, 5]
@@ -81,7 +81,7 @@ def test_new_losses_are_registered_linear_and_refuse_empty_classes():
     assert {"logit_adjusted", "balanced_softmax"} <= set(LOSSES.names())
     cfg = config_from_dict({"loss": {"name": "logit_adjusted", "logit_adjust_tau": 0.7}})
     loss = build_loss(cfg, COUNTS)
-    assert isinstance(loss, LogitAdjustedLoss) and loss.tau == 0.7 and classifier_kind(cfg) == "linear"
+    assert isinstance(loss, LogitAdjustedLoss) and loss.tau == 0.7 and cfg.head_kind == "linear"
     assert isinstance(build_loss(config_from_dict({"loss": {"name": "balanced_softmax"}}), COUNTS), BalancedSoftmaxLoss)
     with pytest.raises(UserError, match="no training image"):
         build_loss(cfg, [10, 0, 3])

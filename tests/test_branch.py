@@ -16,7 +16,7 @@ from engine.checkpoint import file_sha256
 from engine.checkpoint import load_checkpoint
 from engine.config import config_to_dict, load_config
 from engine.distributed import DistributedContext
-from engine.errors import UserError
+from core.errors import UserError
 from engine.run import build_run, fit
 
 THRESHOLD = 3

@@ -11,8 +11,8 @@ import yaml
 
 import train as train_script
 from conftest import ROOT, error_lines, run_script
-from engine.config import Config, DataConfig, LossConfig, config_from_dict, config_to_dict, dump_config, load_config
-from engine.errors import UserError
+from engine.config import REGISTRIES, Config, DataConfig, LossConfig, config_from_dict, config_to_dict, dump_config, load_config
+from core.errors import UserError
 
 CONFIG_FILES = sorted(
     os.path.relpath(path, ROOT)
@@ -168,24 +168,51 @@ def test_wrong_type_in_file_names_file(tmp_path):
     assert "'train.epochs'" in str(info.value) and path in str(info.value) and "int" in str(info.value)
 
 
-def field_choices(cls, name):
-    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
-
-
-def test_bad_choice_lists_valid_choices(tmp_path):
+@pytest.mark.parametrize("key, registry", sorted(REGISTRIES.items()))
+def test_a_registered_key_lists_its_registry(tmp_path, key, registry):
+    """The registry is the only list of a key's names: a bad one names the key, where it was set
+    and every registered name."""
     with pytest.raises(UserError) as info:
-        load_config(write(tmp_path / "x.yaml", ""), ["loss.name=foo"])
+        load_config(write(tmp_path / "x.yaml", ""), [f"{key}=foo"])
     message = str(info.value)
-    assert "'loss.name'" in message and "'foo'" in message and "command line" in message
-    choices = field_choices(LossConfig, "name")
-    assert {"ce", "ldam"} <= set(choices)
-    assert message.endswith("valid choices: " + ", ".join(choices))
-    path = write(tmp_path / "y.yaml", "data:\n  name: svhn\n")
+    assert f"'{key}'" in message and "'foo'" in message and "command line" in message
+    assert message.endswith("valid choices: " + ", ".join(registry.names()))
+    section, name = key.split(".")
+    path = write(tmp_path / "y.yaml", f"{section}:\n  {name}: svhn\n")
     with pytest.raises(UserError) as info:
         load_config(path)
-    assert path in str(info.value) and "'data.name'" in str(info.value)
-    assert str(info.value).endswith("valid choices: " + ", ".join(field_choices(DataConfig, "name")))
-    assert "cifar10" in str(info.value) and "digits" in str(info.value)
+    assert path in str(info.value) and f"'{key}'" in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["data.name=cifar1000", "data.sampler=drss", "loss.name=ldma",
+                                      "model.backbone=resnt32", "rsg.position=stage4"])
+def test_print_config_with_a_bad_name_exits_2_with_one_line(override, capsys):
+    assert train_script.main(["--config", os.path.join(ROOT, "configs/quickstart.yaml"), "--print-config",
+                              override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and override.split("=")[0] in err[0]
+    assert "valid choices:" in err[0]
+
+
+def test_the_registries_hold_the_names_the_configs_use():
+    assert {"cifar10", "cifar100", "digits", "image_folder", "imagenet_lt", "places_lt", "inat2018",
+            "split_list"} == set(REGISTRIES["data.name"].names())
+    assert {"shuffle", "drs", "class_balanced"} == set(REGISTRIES["data.sampler"].names())
+    assert {"ce", "ldam", "focal", "am", "logit_adjusted", "balanced_softmax"} == set(REGISTRIES["loss.name"].names())
+    assert {"resnet32", "resnet56", "resnet110", "densenet40", "resnext29_8x64d", "resnet50", "resnet152",
+            "resnext50_32x4d"} == set(REGISTRIES["model.backbone"].names())
+
+
+@pytest.mark.parametrize("backbone", sorted(REGISTRIES["model.backbone"].names()))
+def test_rsg_position_is_checked_against_the_backbones_stages(tmp_path, backbone):
+    stages = REGISTRIES["model.backbone"].info(backbone)["stages"]
+    for stage in stages:
+        assert load_config(write(tmp_path / "x.yaml", ""), [f"model.backbone={backbone}",
+                                                            f"rsg.position={stage}"]).rsg.position == stage
+    with pytest.raises(UserError) as info:
+        load_config(write(tmp_path / "x.yaml", ""), [f"model.backbone={backbone}", "rsg.position=stage9"])
+    assert str(info.value) == (f"key 'rsg.position' is 'stage9', not a stage of {backbone}; valid choices: "
+                               f"default, {', '.join(stages)}")
 
 
 def test_section_set_as_value_and_value_as_section(tmp_path):

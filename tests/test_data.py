@@ -2,7 +2,6 @@
 
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -10,16 +9,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as tv_transforms
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.cifar import load_cifar  # noqa: E402
-from data.datasets import ArrayDataset, FileDataset  # noqa: E402
-from data.digits import load_digits_split  # noqa: E402
-from data.image_folder import check_same_classes, scan_image_folder  # noqa: E402
-from data.imbalance import class_counts, imbalanced_counts, select_per_class  # noqa: E402
-from data.samplers import EpochShuffleSampler  # noqa: E402
-from data.transforms import CIFAR_MEAN, CIFAR_STD, eval_transform, train_transform  # noqa: E402
-from engine.errors import UserError  # noqa: E402
+from data.cifar import load_cifar
+from data.datasets import ArrayDataset, FileDataset
+from data.digits import load_digits_split
+from data.image_folder import check_same_classes, scan_image_folder
+from data.imbalance import class_counts, imbalanced_counts, select_per_class
+from data.samplers import EpochShuffleSampler
+from data.transforms import CIFAR_MEAN, CIFAR_STD, eval_transform, train_transform
+from core.errors import UserError
 
 
 # ---------------------------------------------------------------- imbalance profiles

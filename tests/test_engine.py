@@ -21,8 +21,9 @@ from data.imbalance import imbalanced_counts
 from engine.checkpoint import (CHECKPOINT_FORMAT, find_resume_checkpoint, load_checkpoint, load_model_weights,
                                save_checkpoint)
 from engine.config import config_from_dict, config_to_dict, load_config
-from engine.errors import UserError
-from engine.run import epoch_seed, fit
+from core.errors import UserError
+from core.seeds import SAMPLER_STREAM, epoch_seed
+from engine.run import fit
 from losses import build_loss
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +111,14 @@ def test_find_resume_checkpoint(tmp_path):
         find_resume_checkpoint(str(tmp_path / "other.pt"), str(tmp_path))
 
 
-def test_epoch_seed_is_distinct_per_epoch_and_seed():
-    seeds = {epoch_seed(seed, epoch) for seed in range(3) for epoch in range(200)}
-    assert len(seeds) == 600
+def test_epoch_seed_is_distinct_per_epoch_seed_and_stream():
+    # rank r's stream and the sampler's never share a generator seed (the formula before core/seeds.py
+    # gave epoch e's rank 1 the seed of epoch e + 1's rank 0)
+    streams = (0, 1, 7, SAMPLER_STREAM)
+    seeds = {epoch_seed(seed, epoch, stream) for seed in range(3) for epoch in range(200) for stream in streams}
+    assert len(seeds) == 3 * 200 * len(streams)
+    with pytest.raises(ValueError):
+        epoch_seed(0, 0, SAMPLER_STREAM + 1)
 
 
 # ---------------------------------------------------------------------------------------------

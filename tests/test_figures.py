@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import run_scripts, script_command, tiny_config_dict, write_config
-from engine.errors import UserError
-from engine.figures import binned_means, pca_2d, require_pyplot
+from core.errors import UserError
+from tools.figures import binned_means, pca_2d, require_pyplot
 
 pytest.importorskip("matplotlib")
 
-from scripts import plot_features, plot_per_class  # noqa: E402
+from tools import plot_features, plot_per_class  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_runs_write_their_hparams_to_tensorboard(runs):
 
 
 def test_log_axis_ticks_are_plain_and_never_run_together():
-    from engine.figures import one_two_five_label
+    from tools.figures import one_two_five_label
 
     assert [one_two_five_label(v) for v in (1, 2, 5, 10, 20, 50, 100, 500)] == \
         ["1", "2", "5", "10", "20", "50", "100", "500"]
@@ -127,7 +127,7 @@ def test_log_axis_ticks_are_plain_and_never_run_together():
 
 
 def test_the_legend_sits_beside_the_curves_not_on_them(tmp_path):
-    from engine.figures import per_class_figure
+    from tools.figures import per_class_figure
 
     counts = np.array([500, 300, 120, 60, 30, 15, 8, 4])
     series = [("LDAM-DRW-RSG", counts, np.linspace(95, 20, 8)), ("LDAM-DRW", counts, np.linspace(96, 5, 8))]

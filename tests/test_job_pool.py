@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from engine.errors import UserError
-from scripts import job_pool
-from scripts.job_pool import (FAILED, FINISHED, INTERRUPTED, NOT_STARTED, Task, device_slots, run_tasks,
+from core.errors import UserError
+from tools import job_pool
+from tools.job_pool import (FAILED, FINISHED, INTERRUPTED, NOT_STARTED, Task, device_slots, run_tasks,
                               summary)
 
 # A stand-in run: prints its device and threads, records when it ran, sleeps, exits with a status.

@@ -3,26 +3,18 @@ every reader; the decoders' equivalence itself is tested in test_split_lists.py.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
 
 from conftest import ROOT
-
-
-def load_script():
-    path = os.path.join(ROOT, "scripts/benchmark_loading.py")
-    spec = importlib.util.spec_from_file_location("benchmark_loading", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tools import benchmark_loading
 
 
 def test_benchmark_loading_prints_every_reader(capsys):
     threads = torch.get_num_threads()
     try:
-        code = load_script().main(["--count", "3", "--images", "3", "--rounds", "1", "--width", "80", "--height", "60",
+        code = benchmark_loading.main(["--count", "3", "--images", "3", "--rounds", "1", "--width", "80", "--height", "60",
                                    "--image-size", "32", "--eval-resize", "36"])
     finally:
         torch.set_num_threads(threads)

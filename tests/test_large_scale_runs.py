@@ -5,7 +5,6 @@ shot-group table on the test list; and bad input stopping with one line from a D
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -13,6 +12,7 @@ import pytest
 
 from conftest import ROOT, error_lines, run_scripts, script_command, tiny_config_dict, write_config
 from engine.checkpoint import load_checkpoint
+from tools import make_fake_imagenet_lt
 
 COUNTS = [105, 40, 21, 12, 5]         # many, medium, medium, few, few
 RECIPE = os.path.join(ROOT, "configs/imagenet_lt/resnext50_ldam_drs_rsg.yaml")
@@ -23,10 +23,7 @@ SHRINK = ["data.num_classes=0", "data.image_size=16", "data.eval_resize=18", "da
 
 
 def make_fake(root):
-    spec = importlib.util.spec_from_file_location("fake", os.path.join(ROOT, "scripts/make_fake_imagenet_lt.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_fake_dataset(str(root), COUNTS, val_per_class=3, test_per_class=6)
+    return make_fake_imagenet_lt.make_fake_dataset(str(root), COUNTS, val_per_class=3, test_per_class=6)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 
 from conftest import tiny_config_dict
 from engine.config import LossConfig, OptimConfig, config_from_dict
-from engine.errors import UserError
+from core.errors import UserError
 from engine.schedules import class_weights, learning_rate, reweight_start
-from losses import LOSSES, build_loss, class_balanced_weights
+from core.class_weights import class_balanced_weights
+from losses import LOSSES, build_loss
 from losses.classification import AMSoftmaxLoss, CrossEntropy, FocalLoss, LDAMLoss, ldam_margins
-from models import classifier_kind
-
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]   # CIFAR-10-LT, rho = 100
 
 
@@ -72,9 +71,9 @@ def test_focal_gamma_defaults_to_the_authors_value():
 
 @pytest.mark.parametrize("name, head", [("ce", "linear"), ("focal", "linear"), ("am", "cosine"), ("ldam", "cosine")])
 def test_auto_classifier_is_cosine_for_the_margin_losses(name, head):
-    assert classifier_kind(config_from_dict({"loss": {"name": name}})) == head
+    assert config_from_dict({"loss": {"name": name}}).head_kind == head
     forced = config_from_dict({"loss": {"name": name}, "model": {"classifier": "linear"}})
-    assert classifier_kind(forced) == "linear"
+    assert forced.head_kind == "linear"
 
 
 def test_bad_loss_settings_are_user_errors():

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from conftest import ROOT
 from engine.config import LossConfig, OptimConfig, load_config
-from engine.errors import UserError
+from core.errors import UserError
 from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.schedules import class_weights, learning_rate
-from losses import LOSSES, build_loss, class_balanced_weights
+from core.class_weights import class_balanced_weights
+from losses import LOSSES, build_loss
 from losses.classification import CrossEntropy, LDAMLoss, ldam_margins
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]   # CIFAR-10-LT, rho = 100

@@ -9,8 +9,8 @@ import torch
 
 from conftest import ROOT
 from engine.config import load_config
-from engine.errors import UserError
-from models import build_model, classifier_kind, strip_rsg
+from core.errors import UserError
+from models import build_model, strip_rsg
 from models.backbones.resnet_cifar import CifarResNet
 from models.heads import CosineHead, LinearHead
 from models.registry import BACKBONES
@@ -74,10 +74,10 @@ def test_forward_shapes_train_and_eval():
 
 
 def test_classifier_auto():
-    assert classifier_kind(config()) == "cosine"
-    assert classifier_kind(config("loss.name=ce")) == "linear"
-    assert classifier_kind(config("loss.name=ce", "model.classifier=cosine")) == "cosine"
-    assert classifier_kind(config("model.classifier=linear")) == "linear"
+    assert config().head_kind == "cosine"
+    assert config("loss.name=ce").head_kind == "linear"
+    assert config("loss.name=ce", "model.classifier=cosine").head_kind == "cosine"
+    assert config("model.classifier=linear").head_kind == "linear"
     assert isinstance(build_model(config(), COUNTS).head, CosineHead)
     assert isinstance(build_model(config("loss.name=ce"), COUNTS).head, LinearHead)
 

@@ -16,9 +16,9 @@ import torch
 from conftest import ROOT, SCRIPT_ENV, run_script, tiny_config_dict, write_config
 from engine.branch import BRANCH_FILE
 from engine.checkpoint import load_checkpoint
-from scripts import collect_results as collector
-from scripts.paper_tables import get_table, plan_paired
-from scripts.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
+from tools import collect_results as collector
+from tools.paper_tables import get_table, plan_paired
+from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
 
 from test_tables import fake_run
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from torch.autograd import DeviceType
 
 from conftest import tiny_config_dict, torch_globals_restored, write_config
-from scripts import profile_step
+from tools import profile_step
 
 
 def test_profile_summarizes_both_phases(tmp_path, capsys):

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import run_scripts, script_command, tiny_config_dict, write_config
-from scripts import rsg_variants
+from tools import rsg_variants
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -24,7 +23,7 @@ from conftest import (read_jsonl, PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH
                       script_command, tiny_config_dict, write_config)
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
-from engine.errors import UserError
+from core.errors import UserError
 from engine.run import fit
 from engine.run_folder import LOCK_NAME, RunFolderLock
 from losses import build_loss
@@ -100,7 +99,7 @@ def test_resume_auto_on_a_finished_run_says_so_and_writes_nothing(finished_run):
 # ---------------------------------------------------------------------------------------------
 # Item 2: the lock, with real processes
 
-HOLD_LOCK = ("import sys, time; sys.path.insert(0, sys.argv[1]); from engine.run_folder import RunFolderLock; "
+HOLD_LOCK = ("import sys, time; from engine.run_folder import RunFolderLock; "
              "lock = RunFolderLock(sys.argv[2]); lock.acquire(); print('held', flush=True); time.sleep(600)")
 
 
@@ -457,8 +456,7 @@ def test_metrics_name_the_evaluated_split_and_readers_take_both(tmp_path, restor
     fit(cfg)
     record = read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))[0]
     assert "val" in record and "test" not in record
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    import collect_results
+    from tools import collect_results
 
     assert collect_results.evaluations(collect_results.read_run(cfg.output_dir)) == [record["val"]]
     old = dict(record)                     # a line as written before: the val figures under "test"

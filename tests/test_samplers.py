@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from engine.config import config_from_dict
-from engine.errors import UserError
+from core.errors import UserError
 from data.samplers import (SAMPLERS, DeferredResampler, EpochShuffleSampler, build_sampler, epoch_indices,
                            resampling_weights)
-from losses import class_balanced_weights
+from core.class_weights import class_balanced_weights
 
 # A long-tailed label list: 200, 60, 20, 6 samples, classes interleaved so positions carry no class.
 COUNTS = [200, 60, 20, 6]

@@ -1,12 +1,11 @@
 """Split-list datasets (ImageNet-LT, Places-LT, iNaturalist 2018, split_list): parsing, class
 counts and shot groups, decoders and transforms, and every bad input named by file and line.
 
-Everything runs on small JPEG trees written by scripts/make_fake_imagenet_lt.py under tmp_path.
+Everything runs on small JPEG trees written by tools/make_fake_imagenet_lt.py under tmp_path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 
@@ -19,22 +18,16 @@ from conftest import ROOT
 from data.builder import build_datasets
 from data.datasets import FileDataset, PathTable, report_unreadable
 from data.decoding import read_pil, read_tensor
-from data.split_lists import SPLIT_LIST_DATASETS, read_inaturalist_json, read_list_file
+from data.registry import DATASETS
+from data.split_lists import STANDARD_SPLITS, read_inaturalist_json, read_list_file
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, preset_eval_transform, preset_train_transform
 from engine import config as config_module
 from engine.config import DataConfig, load_config
-from engine.errors import UserError
+from core.errors import UserError
 from engine.metrics import accuracy_report, shot_group
+from tools import make_fake_imagenet_lt as fake
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = load_script("make_fake_imagenet_lt")
 COUNTS = list(fake.DEFAULT_COUNTS)          # 150, 110, 60, 30, 15, 6
 GROUPS = ["many", "many", "medium", "medium", "few", "few"]
 
@@ -316,8 +309,10 @@ def test_torchvision_decoder_reads_other_formats(tmp_path):
 # Config keys
 
 
-def test_split_list_names_match_the_config():
-    assert SPLIT_LIST_DATASETS == config_module.SPLIT_LIST_DATASETS
+def test_the_registry_is_the_list_of_split_list_datasets():
+    # one list: the registry; the config asks it which data.name values read list files
+    assert DATASETS.names(split_lists=True) == sorted(STANDARD_SPLITS)
+    assert DATASETS.names(long_tailed=True) == ["imagenet_lt", "inat2018", "places_lt"]
 
 
 @pytest.mark.parametrize("overrides, message", [

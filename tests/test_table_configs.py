@@ -13,8 +13,7 @@ import yaml
 import train
 from conftest import ROOT
 from engine.config import config_from_dict, load_config
-from models import classifier_kind
-from scripts.paper_tables import run_dir
+from tools.paper_tables import run_dir
 
 ALL_CONFIGS = sorted(os.path.relpath(path, ROOT)
                      for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -151,7 +150,7 @@ def test_cell_file_follows_the_recipe_and_its_name(path):
     assert cfg.rsg.threshold_epoch == cfg.loss.reweight_start == cfg.data.resample_start == 160
     method = parts.group("method")
     assert (cfg.loss.name, cfg.loss.reweight, cfg.data.sampler) == METHODS[method]
-    assert classifier_kind(cfg) == ("cosine" if cfg.loss.name in ("am", "ldam") else "linear")
+    assert cfg.head_kind == ("cosine" if cfg.loss.name in ("am", "ldam") else "linear")
     if cfg.loss.name == "focal":
         assert cfg.loss.focal_gamma == 1.0
     if method == "m_drw":

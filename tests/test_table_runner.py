@@ -13,8 +13,8 @@ import sys
 import time
 
 from conftest import ROOT, SCRIPT_ENV
-from scripts.job_pool import available_cores
-from scripts.paper_tables import run_dir
+from tools.job_pool import available_cores
+from tools.paper_tables import run_dir
 
 ERM = ("configs/cifar10_lt/erm_r100.yaml", "configs/cifar10_lt/erm_r50.yaml")
 

@@ -13,7 +13,7 @@ import pytest
 from engine.config import load_config
 from tests.conftest import ROOT, run_script
 
-from scripts.paper_tables import SUBSET_FACET, TABLES, get_table  # noqa: E402
+from tools.paper_tables import SUBSET_FACET, TABLES, get_table  # noqa: E402
 
 CIFAR_TABLES = (1, 2, 3, 5, 6)
 

@@ -20,8 +20,8 @@ from conftest import ROOT, SCRIPT_ENV
 from engine.config import load_config, save_config
 from engine.evaluation import write_per_class_csv
 from engine.metrics import accuracy_report
-from scripts import collect_results as collector
-from scripts.paper_tables import TABLES, get_table, run_dir
+from tools import collect_results as collector
+from tools.paper_tables import TABLES, get_table, run_dir
 
 # runs per table: configs x default seeds (3 for CIFAR, 1 for Tables 7-9)
 EXPECTED_RUNS = {1: 4 * 8 * 3, 2: 5 * 8 * 3, 3: 6 * 4 * 3, 5: 3 * 4 * 3, 6: 7 * 8 * 3, 7: 8, 8: 2, 9: 4}

@@ -13,11 +13,16 @@ from torch import nn
 
 
 class StagedBackbone(nn.Module):
+    # The stages' names in order, declared on the class so that the config can check rsg.position
+    # without building the network (registered with the builder as `stages`); __init__ enforces it.
+    stage_names: tuple[str, ...] = ()
     default_rsg_position: str = ""
     out_features: int = 0
 
     def __init__(self, stages: dict[str, nn.Module]):
         super().__init__()
+        if tuple(stages) != self.stage_names:
+            raise ValueError(f"{type(self).__name__} declares stages {self.stage_names}, builds {tuple(stages)}")
         self.stages = nn.ModuleDict(stages)
 
     def init_weights(self) -> None:

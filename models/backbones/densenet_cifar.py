@@ -48,6 +48,7 @@ class CifarDenseNet(StagedBackbone):
     """Stages at 32 px (DenseNet-40): stem (16 x 32 x 32), dense1 (160 x 32 x 32), trans1 (160 x 16 x 16),
     dense2 (304 x 16 x 16), trans2 (304 x 8 x 8), dense3 (448 x 8 x 8), pool (448)."""
 
+    stage_names = ("stem", "dense1", "trans1", "dense2", "trans2", "dense3", "pool")
     default_rsg_position = "trans2"
 
     def __init__(self, depth: int = 40, growth_rate: int = 12, stem_channels: int = 16):
@@ -69,6 +70,6 @@ class CifarDenseNet(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("densenet40")
+@BACKBONES.register("densenet40", stages=CifarDenseNet.stage_names)
 def densenet40() -> CifarDenseNet:
     return CifarDenseNet(40, growth_rate=12)

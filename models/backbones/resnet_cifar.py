@@ -55,6 +55,7 @@ class CifarResNet(StagedBackbone):
     """Stages: stem (16 x 32 x 32), stage1 (16 x 32 x 32), stage2 (32 x 16 x 16),
     stage3 (64 x 8 x 8), pool (64). RSG's default position is the input of stage3."""
 
+    stage_names = ("stem", "stage1", "stage2", "stage3", "pool")
     default_rsg_position = "stage3"
     out_features = 64
 
@@ -72,16 +73,16 @@ class CifarResNet(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("resnet32")
+@BACKBONES.register("resnet32", stages=CifarResNet.stage_names)
 def resnet32() -> CifarResNet:
     return CifarResNet(32)
 
 
-@BACKBONES.register("resnet56")
+@BACKBONES.register("resnet56", stages=CifarResNet.stage_names)
 def resnet56() -> CifarResNet:
     return CifarResNet(56)
 
 
-@BACKBONES.register("resnet110")
+@BACKBONES.register("resnet110", stages=CifarResNet.stage_names)
 def resnet110() -> CifarResNet:
     return CifarResNet(110)

@@ -32,6 +32,7 @@ class TorchvisionResNet(StagedBackbone):
     """Stages at 224 px (ResNet-50): stem (64 x 56 x 56), layer1 (256 x 56 x 56), layer2 (512 x 28 x 28),
     layer3 (1024 x 14 x 14), layer4 (2048 x 7 x 7), pool (2048)."""
 
+    stage_names = ("stem", "layer1", "layer2", "layer3", "layer4", "pool")
     default_rsg_position = "layer4"
 
     def __init__(self, net: torchvision.models.ResNet, imagenet_weights: torchvision.models.WeightsEnum):
@@ -57,19 +58,19 @@ class TorchvisionResNet(StagedBackbone):
         return torchvision_key
 
 
-@BACKBONES.register("resnet50")
+@BACKBONES.register("resnet50", stages=TorchvisionResNet.stage_names)
 def resnet50() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnet50(weights=None), models.ResNet50_Weights.IMAGENET1K_V1)
 
 
-@BACKBONES.register("resnet152")
+@BACKBONES.register("resnet152", stages=TorchvisionResNet.stage_names)
 def resnet152() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnet152(weights=None), models.ResNet152_Weights.IMAGENET1K_V1)
 
 
-@BACKBONES.register("resnext50_32x4d")
+@BACKBONES.register("resnext50_32x4d", stages=TorchvisionResNet.stage_names)
 def resnext50_32x4d() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnext50_32x4d(weights=None), models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1)

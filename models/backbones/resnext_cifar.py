@@ -52,6 +52,7 @@ class CifarResNeXt(StagedBackbone):
     """Stages at 32 px (8 x 64d): stem (64 x 32 x 32), stage1 (256 x 32 x 32), stage2 (512 x 16 x 16),
     stage3 (1024 x 8 x 8), pool (1024)."""
 
+    stage_names = ("stem", "stage1", "stage2", "stage3", "pool")
     default_rsg_position = "stage3"
     out_features = 1024
 
@@ -70,6 +71,6 @@ class CifarResNeXt(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("resnext29_8x64d")
+@BACKBONES.register("resnext29_8x64d", stages=CifarResNeXt.stage_names)
 def resnext29_8x64d() -> CifarResNeXt:
     return CifarResNeXt(29, cardinality=8, bottleneck_width=64)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from engine.errors import UserError
+from core.errors import UserError
 
 # Shot-group boundaries (engine.metrics.shot_group): few < 20 <= medium <= 100 < many.
 SHOT_BOUNDARIES = (20, 100)

@@ -1,0 +1,190 @@
+"""A w/o-vs-w/ RSG comparison as a paired design: per seed, one shared first stage up to T_th, then
+two branches from its threshold.pt, one with RSG and one without (engine/branch.py).
+
+    python scripts/rsg_pair.py --config configs/cpu_short/cifar10_jpeg_lt_ldam_drw_rsg_r100.yaml \
+        --seeds 0,1,2 --data-root /data/cifar10-jpeg [--output-root runs] [key=value ...]
+    python scripts/rsg_pair.py --config W.yaml --without WO.yaml --seeds 0 --dry-run
+
+Before T_th RSG cannot change the backbone (it reads detached features and generates nothing), so
+the two runs of a seed share their first T_th epochs exactly, and their difference is RSG's effect
+on that backbone: the same expected difference as two runs from scratch, without the seed-to-seed
+spread of the first stage, at the cost of T_th + 2 (E - T_th) epochs instead of 2 E.
+
+Folders: <output-root>/<--config path under configs/, without .yaml>/seed<k>/{shared,with_rsg,
+without_rsg}. The shared stage is the RSG config trained to T_th, named `<name>.shared_stage` (the
+collector skips it); the branches carry their configs' own names, so scripts/collect_results.py
+counts them as runs of those configs. Finished stages are skipped, interrupted ones resume. At the
+end: final error and many / medium / few of both branches per seed, the per-seed differences
+(w/ minus w/o) and their mean ± std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
+
+from engine.branch import branch_conflicts
+from engine.config import config_to_dict, load_config
+from core.errors import UserError
+from engine.exits import reports_user_errors
+from tools.paper_tables import (check_overrides, from_caller, last_epoch, parse_seeds,
+                                  roots_and_overrides, run_dir, train_launcher)
+
+SHARED_STAGE_SUFFIX = ".shared_stage"   # the name of a shared first stage (scripts/collect_results.py skips it)
+BRANCHES = ("without_rsg", "with_rsg")
+MEASURES = ("error", "many", "medium", "few")
+
+
+def pair_folders(output_root: str, config: str, seed: int) -> dict:
+    """The seed's three run folders, below the table runner's folder for `config` (a config outside
+    configs/ by its file name)."""
+    inside = not os.path.relpath(os.path.abspath(config), os.path.join(ROOT, "configs")).startswith("..")
+    base = (run_dir(output_root, os.path.relpath(os.path.abspath(config), ROOT), seed) if inside else
+            os.path.join(output_root, os.path.splitext(os.path.basename(config))[0], f"seed{seed}"))
+    return {name: os.path.join(base, name) for name in ("shared",) + BRANCHES}
+
+
+def repository_path(path: str) -> str:
+    """A config path given from the caller's folder, as the repository root sees it."""
+    path = from_caller(path)
+    inside = os.path.isabs(path) and not os.path.relpath(path, ROOT).startswith("..")
+    return os.path.relpath(path, ROOT) if inside else path
+
+
+def check_pair(with_config: str, without_config: str, overrides: list) -> int:
+    """T_th of the pair; a UserError when the two configs differ in more than RSG's settings."""
+    with_rsg = load_config(os.path.join(ROOT, with_config), overrides)
+    without = load_config(os.path.join(ROOT, without_config), overrides + ([] if without_config != with_config
+                                                                             else ["rsg.enabled=false"]))
+    if not with_rsg.rsg.enabled or without.rsg.enabled:
+        raise UserError(f"{with_config} must have RSG on and {without_config} off (rsg.enabled)")
+    threshold = with_rsg.rsg.threshold_epoch
+    if not 0 < threshold < with_rsg.train.epochs:
+        raise UserError(f"{with_config}: rsg.threshold_epoch={threshold} must lie inside the training "
+                        f"(1..{with_rsg.train.epochs - 1}) for a shared first stage")
+    conflicts = branch_conflicts(config_to_dict(with_rsg), config_to_dict(without), threshold)
+    if conflicts:
+        raise UserError(f"{without_config} is not {with_config} without RSG: {'; '.join(conflicts)}")
+    return threshold
+
+
+def finished(folder: str, epochs: int) -> bool:
+    epoch = last_epoch(folder)
+    return epoch is not None and epoch + 1 >= epochs
+
+
+def pair_commands(with_config: str, without_config: str, seed: int, output_root: str, overrides: list,
+                  gpus: int = 1) -> list:
+    """The train.py commands still to run for one seed, in order (shared stage, w/o, w/)."""
+    threshold = check_pair(with_config, without_config, overrides)
+    cfg = load_config(os.path.join(ROOT, with_config), overrides)
+    folders = pair_folders(output_root, with_config, seed)
+    shared_checkpoint = os.path.join(folders["shared"], "threshold.pt")
+    train = train_launcher(gpus)
+    commands = []
+    if not finished(folders["shared"], threshold):
+        commands.append(train + ["--config", with_config, "--resume", "auto", f"train.seed={seed}",
+                                 f"output_dir={folders['shared']}", f"train.epochs={threshold}",
+                                 f"name={cfg.name}{SHARED_STAGE_SUFFIX}", *overrides])
+    without_extra = ["rsg.enabled=false"] if without_config == with_config else []
+    for branch, config, extra in (("without_rsg", without_config, without_extra), ("with_rsg", with_config, [])):
+        if not finished(folders[branch], cfg.train.epochs):
+            commands.append(train + ["--config", config, "--resume", "auto", "--branch-from", shared_checkpoint,
+                                     f"train.seed={seed}", f"output_dir={folders[branch]}", *extra, *overrides])
+    return commands
+
+
+def final_numbers(folder: str):
+    """{error, many, medium, few} of the run's final evaluation, or None when it has none."""
+    from tools.collect_results import read_run, run_report
+
+    if not os.path.isfile(os.path.join(folder, "config.yaml")):
+        return None
+    run = read_run(folder)
+    report = run_report(run) if run.finished else None
+    if report is None:
+        return None
+    return {"error": 100.0 - report["top1"], **{g: report[g] for g in ("many", "medium", "few")}}
+
+
+def mean_std(values: list) -> str:
+    if not values:
+        return "-"
+    text = f"{statistics.fmean(values):+.2f}"
+    return text + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def summary(with_config: str, seeds, output_root: str) -> str:
+    """The per-seed table: both branches' final numbers and their difference (w/ minus w/o)."""
+    def cell(value):
+        return "     -" if value is None else f"{value:6.2f}"
+
+    header = "  ".join(f"{m:>6}" for m in MEASURES)
+    lines = [f"final test numbers (%), {with_config}; diff = w/ RSG minus w/o RSG (error: negative = RSG better)",
+             f"seed  w/o RSG: {header}  |  w/ RSG: {header}  |  diff: {header}"]
+    differences = {m: [] for m in MEASURES}
+    for seed in seeds:
+        folders = pair_folders(output_root, with_config, seed)
+        without, with_rsg = final_numbers(folders["without_rsg"]), final_numbers(folders["with_rsg"])
+        if without is None or with_rsg is None:
+            lines.append(f"{seed:4d}  not finished")
+            continue
+        diff = {m: None if with_rsg[m] is None or without[m] is None else with_rsg[m] - without[m] for m in MEASURES}
+        for m in MEASURES:
+            if diff[m] is not None:
+                differences[m].append(diff[m])
+        lines.append(f"{seed:4d}           {'  '.join(cell(without[m]) for m in MEASURES)}  |"
+                     f"         {'  '.join(cell(with_rsg[m]) for m in MEASURES)}  |"
+                     f"       {'  '.join(cell(diff[m]) for m in MEASURES)}")
+    lines.append("diff mean ± std over seeds: " + ", ".join(f"{m} {mean_std(differences[m])}" for m in MEASURES))
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the config with RSG (it trains the shared stage)")
+    parser.add_argument("--without", default=None,
+                        help="the config without RSG (default: --config with rsg.enabled=false)")
+    parser.add_argument("--seeds", type=parse_seeds, default=(0,), help="comma-separated seeds (default: 0)")
+    parser.add_argument("--output-root", default="runs", help="the pair's folders go under it (default: runs)")
+    parser.add_argument("--gpus", type=int, default=1, help="1: python train.py; N > 1: torchrun with N processes")
+    parser.add_argument("--data-root", default=None, help="data.root for every run (default: the config's)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
+    parser.add_argument("--no-summary", action="store_true", help="do not print the table at the end")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
+    return parser.parse_args(argv)
+
+
+@reports_user_errors
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output_root, overrides = roots_and_overrides(args)
+    with_config = repository_path(args.config)
+    without_config = repository_path(args.without) if args.without else with_config
+    os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
+    check_overrides(overrides)
+    started = time.time()
+    for seed in args.seeds:
+        for command in pair_commands(with_config, without_config, seed, output_root, overrides, args.gpus):
+            print(" ".join(command) if args.dry_run else f"[seed {seed}] {' '.join(command)}", flush=True)
+            if args.dry_run:
+                continue
+            status = subprocess.call(command)
+            if status:
+                print(f"error: seed {seed} failed (exit status {status}); finished stages are kept, run the "
+                      f"same command again to continue", file=sys.stderr)
+                return status
+    if not args.dry_run and not args.no_summary:
+        print(summary(with_config, args.seeds, output_root))
+        print(f"wall time of this command: {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
