@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--branch-from", default=None, metavar="CHECKPOINT",
                         help="start from another run's checkpoint (an epoch boundary, e.g. its threshold.pt) "
                              "into this config's output_dir; the config may differ only in what acts from "
-                             "that epoch on (docs/DESIGN.md, Branching)")
+                             "that epoch on (docs/CHOICES.md, Branching)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
     return parser.parse_args(argv)

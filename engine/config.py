@@ -131,7 +131,7 @@ class RSGConfig:
                              "closest center + T(x_fd-freq); direct = x_rare + x_fd-freq, no T and no L_MV")
     variant: str = choice("paper", ["paper", "authors"],
                           "paper = the paper's equations; authors = the authors' code where it departs from "
-                          "them (REFERENCE section 5; docs/DESIGN.md, \"The authors' code as a switch\")")
+                          "them (REFERENCE section 5; docs/CHOICES.md, \"The authors' code as a switch\")")
 
 
 @dataclass

@@ -24,9 +24,6 @@ from engine.runtime import Precision
 
 FULL_PRECISION = Precision("none", torch.device("cpu"))  # float32: no autocast, no scaler
 
-LOSS_TERMS = ("cls", "cesc", "mv", "total")
-
-
 class NonFiniteLoss(RuntimeError):
     def __init__(self, epoch: int, step: int, value: float):
         super().__init__(f"the training loss became {value} at epoch {epoch}, step {step}")
@@ -73,84 +70,116 @@ class EpochResult:
     sections: dict = field(default_factory=dict)  # further parts of the epoch's metrics.jsonl record
 
 
-def training_step(model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision=None):
-    """One step of Eq. 7. Returns detached (losses dict, real-sample correct count, generated count)."""
+def loss_weights(cfg) -> dict:
+    """The weight of each loss term in the total (Eq. 7): L_cls + lambda1 L_CESC + lambda2 L_MV."""
+    return {"cls": 1.0, "cesc": cfg.rsg.cesc_weight, "mv": cfg.rsg.mv_weight}
+
+
+def training_step(model, criterion, optimizer, images, targets, class_weights, weights: dict, precision=None):
+    """One step: the model returns the logits of the real and generated samples, their targets and
+    its own losses; with the classification loss they are summed, each times its weight, into the
+    total that one backward pass sends to the parameters it trains. Returns the detached terms
+    (and the total), the real samples' correct count and the number of generated samples."""
     precision = precision or FULL_PRECISION
     with precision.autocast():
-        logits, all_targets, rsg_losses = model(images, targets)
-        cls = criterion(logits.float(), all_targets, class_weights)
-    zero = cls.new_zeros(())
-    cesc, mv = rsg_losses.get("cesc", zero), rsg_losses.get("mv", zero)
-    total = cls + rsg_weights[0] * cesc + rsg_weights[1] * mv
+        logits, all_targets, model_losses = model(images, targets)
+        terms = {"cls": criterion(logits.float(), all_targets, class_weights), **model_losses}
+    total = sum(weights[name] * value for name, value in terms.items())
     optimizer.zero_grad(set_to_none=True)
-    precision.backward_and_step(total, optimizer)
+    if precision.scaler is None:
+        total.backward()
+        optimizer.step()
+    else:                              # fp16: the scaled loss, and a step skipped on inf/NaN gradients
+        precision.scaler.scale(total).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
     batch = len(targets)
     correct = (logits[:batch].detach().argmax(dim=1) == targets).sum()
-    losses = {"cls": cls.detach(), "cesc": cesc.detach(), "mv": mv.detach(), "total": total.detach()}
-    return losses, correct, len(all_targets) - batch
+    detached = {name: value.detach() for name, value in terms.items()} | {"total": total.detach()}
+    return detached, correct, len(all_targets) - batch
 
 
-def train_one_epoch(model, loader, criterion, optimizer, epoch: int, *, device, class_weights,
-                    rsg_weights, start_step=0, log_step: Optional[Callable] = None, log_every=20,
-                    stop: Optional[StopRequest] = None, progress=True, precision=None) -> EpochResult:
-    """Train for one epoch from `start_step`. Loss sums stay on the device; the host reads them
-    (a synchronisation) only every `log_every` steps and at the end, to log and to stop on a
-    non-finite loss before anything is saved. Under torchrun the epoch's metrics are summed over
-    the ranks; `model` may be the DDP wrapper."""
+class EpochSums:
+    """The epoch's running sums, kept on the device: each loss term (in a fixed order, the same on
+    every rank), the correct count, RSG's internals; read on the host once, at the end."""
+
+    def __init__(self, model, device):
+        self.names = ("cls",) + tuple(getattr(model, "module", model).loss_names) + ("total",)
+        self.device = device
+        self.losses = {name: torch.zeros((), device=device) for name in self.names}
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = self.generated = self.steps = 0
+        self.diagnostics = DiagnosticsSums(model)
+
+    def add(self, losses: dict, correct, batch: int, generated: int) -> None:
+        for name in self.names:
+            if name in losses:
+                self.losses[name] += losses[name]
+        self.correct += correct
+        self.diagnostics.add()
+        self.seen, self.generated, self.steps = self.seen + batch, self.generated + generated, self.steps + 1
+
+    def epoch_metrics(self, epoch: int, step: int, seconds: float) -> EpochResult:
+        """One all-reduce and one host read for the epoch's numbers; the finiteness check comes
+        after the all-reduce, so that under torchrun every rank sees a non-finite sum and stops alike."""
+        sums = [self.losses[name].double() for name in self.names] + [self.correct.double()]
+        counts = torch.tensor([self.seen, self.generated, self.steps], dtype=torch.float64, device=self.device)
+        totals = all_reduce_sum(torch.cat([torch.stack(sums), counts, self.diagnostics.device_totals(self.device)]))
+        totals = totals.tolist()
+        terms = len(self.names)
+        correct, seen, generated, steps = totals[terms:terms + 4]
+        raise_if_not_finite(totals[self.names.index("total")], epoch, step)
+        metrics = {f"loss_{name}": totals[i] / steps for i, name in enumerate(self.names)}
+        metrics["accuracy"] = 100.0 * correct / seen
+        metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
+        metrics["images_per_second"] = seen / max(seconds, 1e-9)
+        rsg_metrics, rsg_classes = self.diagnostics.epoch_values(totals[terms + 4:])
+        metrics.update(rsg_metrics)
+        return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
+
+
+def train_one_epoch(run, epoch: int, class_weights, start_step: int = 0,
+                    stop: Optional[StopRequest] = None) -> EpochResult:
+    """Algorithm 1 for one epoch, from `start_step`: for each batch, the model (backbone, RSG at its
+    position, head) makes the features, the generated rare-class samples and RSG's losses, and one
+    step minimises Eq. 7. The host reads the device (a synchronisation) only at logging steps and
+    at the end. Under torchrun the metrics are summed over the ranks."""
+    cfg, model, device = run.cfg, run.ddp.for_current_phase(), run.device   # RSG's phase: start_epoch_state
     model.train()
-    getattr(model, "module", model).set_epoch(epoch)
-    sums = {name: torch.zeros((), device=device) for name in LOSS_TERMS}
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = generated = steps = 0
-    diagnostics = DiagnosticsSums(model)       # RSG's internals, summed on the device
+    weights = loss_weights(cfg)
+    sums = EpochSums(model, device)
     started = time.time()
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True,
-               initial=start_step, total=start_step + len(loader))
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True, initial=start_step,
+               total=start_step + len(run.train_loader), disable=not (cfg.train.progress and run.ctx.is_main))
     step = start_step
     for step, (images, targets) in enumerate(bar, start=start_step):
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        losses, batch_correct, batch_generated = training_step(
-            model, criterion, optimizer, images, targets, class_weights, rsg_weights, precision)
-        for name in LOSS_TERMS:
-            sums[name] += losses[name]
-        correct += batch_correct
-        diagnostics.add()
-        seen += len(targets)
-        generated += batch_generated
-        steps += 1
-        at_log_step = (step + 1) % log_every == 0
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        losses, correct, generated = training_step(model, run.criterion, run.optimizer, images, targets,
+                                                   class_weights, weights, run.precision)
+        sums.add(losses, correct, len(targets), generated)
+        at_log_step = (step + 1) % cfg.train.log_every == 0
         if at_log_step:
-            values = logged_values(losses, sums["total"], epoch, step)   # the logging step's one sync
-            values["generated"] = batch_generated
-            bar.set_postfix(loss=f"{values['total']:.3f}", gen=batch_generated)
-            if log_step is not None:
-                log_step(epoch, step, values)
-        last_step = step + 1 == start_step + len(loader)
+            log_step(run, bar, losses, sums, epoch, step, generated)
+        last_step = step + 1 == start_step + len(run.train_loader)
         if stop is not None and not last_step and stop.agreed(at_log_step, device):  # last step: finish the epoch
             bar.close()
-            check_finite(sums["total"], epoch, step)
+            check_finite(sums.losses["total"], epoch, step)
             return EpochResult(interrupted_at_step=step + 1)
     bar.close()
-    if steps == 0:
+    if sums.steps == 0:
         raise RuntimeError("the training loader yielded no batch: the training set is smaller than "
                            "data.batch_size (batches are drop_last)")
-    # One all-reduce and one host read for the epoch's numbers; the finiteness check comes after
-    # the all-reduce, so that under torchrun every rank sees a non-finite sum and stops alike.
-    # RSG's diagnostics ride along in the same tensor.
-    sums_and_correct = torch.stack([sums[name].double() for name in LOSS_TERMS] + [correct.double()])
-    counts = torch.tensor([seen, generated, steps], dtype=torch.float64, device=device)
-    totals = all_reduce_sum(torch.cat([sums_and_correct, counts, diagnostics.device_totals(device)])).tolist()
-    losses_sum, correct_sum = totals[:len(LOSS_TERMS)], totals[len(LOSS_TERMS)]
-    seen, generated, steps = totals[len(LOSS_TERMS) + 1:len(LOSS_TERMS) + 4]
-    raise_if_not_finite(losses_sum[LOSS_TERMS.index("total")], epoch, step)
-    metrics = {f"loss_{name}": losses_sum[i] / steps for i, name in enumerate(LOSS_TERMS)}
-    metrics["accuracy"] = 100.0 * correct_sum / seen
-    metrics["generated_per_step"] = generated / steps  # per rank and step under torchrun
-    metrics["images_per_second"] = seen / max(time.time() - started, 1e-9)
-    rsg_metrics, rsg_classes = diagnostics.epoch_values(totals[len(LOSS_TERMS) + 4:])
-    metrics.update(rsg_metrics)
-    return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
+    return sums.epoch_metrics(epoch, step, time.time() - started)
+
+
+def log_step(run, bar, losses: dict, sums: EpochSums, epoch: int, step: int, generated: int) -> None:
+    """A logging step: its losses (one host read, after checking the running total is finite) to
+    the progress bar and TensorBoard."""
+    values = logged_values(losses, sums.losses["total"], epoch, step)
+    values["generated"] = generated
+    bar.set_postfix(loss=f"{values['total']:.3f}", gen=generated)
+    if run.metrics_log is not None:
+        run.metrics_log.step(epoch, step, values)
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
@@ -165,9 +194,10 @@ def raise_if_not_finite(value: float, epoch: int, step: int) -> None:
 def logged_values(losses: dict, loss_sum: torch.Tensor, epoch: int, step: int) -> dict:
     """The step's losses as floats, after checking that the running loss sum is finite: one read
     from the device (a host synchronisation) for all of them."""
-    numbers = torch.stack([loss_sum.float()] + [losses[name].float() for name in LOSS_TERMS]).tolist()
+    names = list(losses)
+    numbers = torch.stack([loss_sum.float()] + [losses[name].float() for name in names]).tolist()
     raise_if_not_finite(numbers[0], epoch, step)
-    return dict(zip(LOSS_TERMS, numbers[1:]))
+    return dict(zip(names, numbers[1:]))
 
 
 def predict(model, loader, device, progress=False, precision=None):

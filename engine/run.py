@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -281,9 +282,29 @@ def fit(cfg, resume=None, overwrite=False, branch_from=None) -> dict:
     `overwrite`: replace the run already in cfg.output_dir (engine/run_folder.py); `branch_from`:
     a checkpoint of another run to continue from into this run's folder (engine/branch.py)."""
     ctx, device = init_distributed(cfg.train.device)
+    device = device or resolve_device(cfg.train.device)
     lock = RunFolderLock(cfg.output_dir)
     try:
-        return _fit(cfg, resume, overwrite, ctx, device or resolve_device(cfg.train.device), lock, branch_from)
+        setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
+        run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
+        if run is None:
+            return {}
+        with ending_reported(run), StopRequest() as stop:
+            if cfg.stage.name == "tau_norm":
+                return evaluate_only(run)
+            best, report = start.best, {}
+            if start.pending:
+                best = complete_pending_epoch(run, start.pending, best)
+            for epoch in range(start.epoch, cfg.train.epochs):
+                lr, class_weights = start_epoch_state(run, epoch, start.step)
+                started = time.time()
+                result = train_one_epoch(run, epoch, class_weights, start.step, stop)
+                if result.interrupted_at_step is not None:
+                    stop_now(run, stop, epoch, result.interrupted_at_step, best)
+                record = epoch_record(run, epoch, lr, result, start.step, time.time() - started)
+                start.step = 0
+                best, report = close_epoch(run, record, best, stop)
+            return finish_training(run, best, report)
     finally:
         lock.release()
         shutdown()
@@ -298,39 +319,40 @@ class Start:
     parent: Optional[object] = None    # --branch-from: the run this one branches from (engine/branch.py)
 
 
-def _fit(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock,
-         branch_from=None) -> dict:
-    setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
+def open_run(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock,
+             branch_from=None):
+    """(run, start) built and restored on every rank, the folder claimed by rank 0; (None, None)
+    when the run in the folder is finished already."""
     run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock, branch_from),
                                      device)
-    finished = start.epoch >= cfg.train.epochs and not start.pending
-    if not finished:    # rank 0 takes the folder once every rank has built the run
-        agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite, start.parent) if ctx.is_main else None,
-                            device)
-    if finished:
+    if start.epoch >= cfg.train.epochs and not start.pending:
         log.info("the run in %s is finished: %d of %d epochs trained, nothing to do (raise train.epochs to "
                  "train it further)", cfg.output_dir, start.epoch, cfg.train.epochs)
-        return {}
+        return None, None
+    # rank 0 takes the folder once every rank has built the run
+    agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite, start.parent) if ctx.is_main else None, device)
     if ctx.is_main:
         run.metrics_log = MetricsLog(cfg.output_dir, len(run.train_loader))
+    if start.epoch < cfg.train.epochs and cfg.stage.name != "tau_norm":
+        log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start.epoch, cfg.train.epochs - 1,
+                 cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
+    return run, start
+
+
+@contextlib.contextmanager
+def ending_reported(run: Run):
+    """The error that ends a run, in the user's words and in train.log; a second Ctrl-C stops at
+    once; the metrics log is closed whatever happens."""
     try:
-        if cfg.stage.name == "tau_norm":
-            return evaluate_only(run)
-        with StopRequest() as stop:
-            if start.pending:
-                start.best = complete_pending_epoch(run, start.pending, start.best)
-            if start.epoch < cfg.train.epochs:
-                log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start.epoch, cfg.train.epochs - 1,
-                         cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
-            return run_epochs(run, start.epoch, start.step, start.best, stop)
+        yield
     except Exception as error:
-        ending = ending_error(error, cfg)
+        ending = ending_error(error, run.cfg)
         log_ending(ending, error)
         if ending is error:
             raise
         raise ending from None
     except KeyboardInterrupt:      # a second Ctrl-C: StopRequest stops at once, nothing saved
-        message = f"stopped at once by a second interrupt, nothing saved; {last_checkpoint_words(cfg)}"
+        message = f"stopped at once by a second interrupt, nothing saved; {last_checkpoint_words(run.cfg)}"
         log.info(message)
         raise SystemExit(130) from None
     finally:
@@ -525,44 +547,41 @@ def report_unreadable_over_ranks(run: Run, datasets, when: str) -> None:
         log_unreadable(skipped, when, log)
 
 
-def run_epochs(run: Run, start_epoch: int, start_step: int, best: dict, stop: StopRequest) -> dict:
-    cfg = run.cfg
-    rsg_weights = (cfg.rsg.cesc_weight, cfg.rsg.mv_weight)
-    report = {}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        lr, weights = start_epoch_state(run, epoch, start_step)
-        started = time.time()
-        result = train_one_epoch(run.ddp.for_current_phase(), run.train_loader, run.criterion, run.optimizer, epoch,
-                                 device=run.device, class_weights=weights, rsg_weights=rsg_weights,
-                                 start_step=start_step, log_every=cfg.train.log_every, stop=stop,
-                                 log_step=run.metrics_log.step if run.metrics_log else None,
-                                 progress=cfg.train.progress and run.ctx.is_main, precision=run.precision)
-        if result.interrupted_at_step is not None:
-            stop_now(run, stop, epoch, result.interrupted_at_step, best)
-        record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": time.time() - started,
-                  **result.sections}
-        if start_step:   # resumed mid-epoch: the statistics cover the steps after the resume only
-            record["partial"] = {"from_step": start_step, "steps": start_step + len(run.train_loader)}
-        start_step = 0
-        report_unreadable_over_ranks(run, [run.train_set], f"epoch {epoch}")
-        # The epoch's training is saved before its evaluation: a bad evaluation image costs no training.
-        save(run, "last.pt", epoch + 1, 0, best, record)
-        if is_evaluation_epoch(cfg, epoch):
-            best = evaluate_into(run, record, best)
-            report = record.pop("report")
-        if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
-            save(run, "threshold.pt", epoch + 1, 0, best)
-        if run.metrics_log is not None:
-            run.metrics_log.epoch(record)
-        log.info(epoch_summary(record, best, cfg))
-        if stop.agreed(True, run.device):  # a signal during the epoch's last step: saved whole above
-            stop_now(run, stop, epoch + 1, 0, best)
+def epoch_record(run: Run, epoch: int, lr: float, result, start_step: int, seconds: float) -> dict:
+    """The epoch's line of metrics.jsonl, before its evaluation."""
+    record = {"epoch": epoch, "lr": lr, "train": result.metrics, "seconds": seconds, **result.sections}
+    if start_step:   # resumed mid-epoch: the statistics cover the steps after the resume only
+        record["partial"] = {"from_step": start_step, "steps": start_step + len(run.train_loader)}
+    return record
+
+
+def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
+    """Save, evaluate when due, keep threshold.pt, log; returns (best, the evaluation report or {})."""
+    cfg, epoch, report = run.cfg, record["epoch"], {}
+    report_unreadable_over_ranks(run, [run.train_set], f"epoch {epoch}")
+    # The epoch's training is saved before its evaluation: a bad evaluation image costs no training.
+    save(run, "last.pt", epoch + 1, 0, best, record)
+    if is_evaluation_epoch(cfg, epoch):
+        best = evaluate_into(run, record, best)
+        report = record.pop("report")
+    if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
+        save(run, "threshold.pt", epoch + 1, 0, best)
+    if run.metrics_log is not None:
+        run.metrics_log.epoch(record)
+    log.info(epoch_summary(record, best, cfg))
+    if stop.agreed(True, run.device):  # a signal during the epoch's last step: saved whole above
+        stop_now(run, stop, epoch + 1, 0, best)
+    return best, report
+
+
+def finish_training(run: Run, best: dict, report: dict) -> dict:
     barrier()
     if report and run.metrics_log is not None:
-        run.metrics_log.hparams(config_to_dict(cfg), report)
+        run.metrics_log.hparams(config_to_dict(run.cfg), report)
     if report:
-        log.info(format_group_table(report, f"{cfg.data.eval_split} accuracy (%) after epoch {cfg.train.epochs - 1}, "
-                                            f"best top-1 {best['top1']:.2f} at epoch {best['epoch']}"))
+        log.info(format_group_table(report, f"{run.cfg.data.eval_split} accuracy (%) after epoch "
+                                            f"{run.cfg.train.epochs - 1}, best top-1 {best['top1']:.2f} at "
+                                            f"epoch {best['epoch']}"))
     return report
 
 

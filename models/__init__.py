@@ -67,7 +67,7 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
         threshold_epoch=cfg.rsg.threshold_epoch,
         mv_terms=tuple(cfg.rsg.mv_terms),          # Table 3 ablations
         generation=cfg.rsg.generation,
-        variant=cfg.rsg.variant,                   # paper | authors (docs/DESIGN.md)
+        variant=cfg.rsg.variant,                   # paper | authors (docs/CHOICES.md)
     )
     return LongTailClassifier(backbone, head, rsg, position)
 

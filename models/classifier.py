@@ -41,6 +41,11 @@ class LongTailClassifier(nn.Module):
             self.backbone.eval()
         return self
 
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        """The keys of the losses dict `forward` returns (RSG's, or none)."""
+        return self.rsg.loss_names if self.rsg is not None else ()
+
     def set_epoch(self, epoch: int) -> None:
         if self.rsg is not None:
             self.rsg.set_epoch(epoch)

@@ -11,7 +11,7 @@ and use it in any network.
     loss = cls_loss + 0.1 * losses["cesc"] + 0.01 * losses["mv"]     # Eq. 7
 
 variant="authors" (RSG(...) or attach(...)) runs the authors' code where it departs from the paper;
-rsg.authors.Departures switches single departures on (docs/DESIGN.md lists them).
+rsg.authors.Departures switches single departures on (docs/CHOICES.md lists them).
 
 Or, without touching the network's code, RSG on the output of one of its submodules:
 

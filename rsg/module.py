@@ -17,7 +17,7 @@ Precision: the center term runs in torch.promote_types(input dtype, float32), ou
 float32 for float32, bf16 and fp16 inputs, float64 for float64 (gradcheck, double-precision tests).
 
 variant="paper" (the default) implements the paper's equations; variant="authors" the authors'
-code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/DESIGN.md).
+code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/CHOICES.md).
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ class RSG(nn.Module):
         variant: "paper" (the paper's equations), "authors" (the authors' code where it departs
             from them) or a `rsg.authors.Departures` with single departures switched on.
     """
+
+    # The keys of the loss dict `forward` returns: L_CESC (Eq. 3, with the contrastive loss before
+    # T_th) and L_MV (Eq. 6). A training loop weights them (Eq. 7: lambda1, lambda2) and adds them.
+    loss_names = ("cesc", "mv")
 
     def __init__(
         self,

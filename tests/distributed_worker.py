@@ -20,7 +20,7 @@ from data.samplers import ShardSampler
 from engine.config import load_config
 from engine.distributed import init_distributed, shutdown
 from engine.exits import reports_user_errors
-from engine.loop import predict, training_step
+from engine.loop import loss_weights, predict, training_step
 from engine.runtime import resolve_device
 
 ODD_TEST_SIZE = 299
@@ -49,7 +49,8 @@ def one_step(cfg, out):
     if ctx.is_main:
         torch.save({k: v.clone() for k, v in run.model.state_dict().items()}, os.path.join(out, "initial.pt"))
     images, targets = next(iter(run.train_loader))
-    training_step(run.ddp.for_current_phase(), run.criterion, run.optimizer, images, targets, None, (0.1, 0.01))
+    training_step(run.ddp.for_current_phase(), run.criterion, run.optimizer, images, targets, None,
+                  loss_weights(run.cfg))
     test_set = run.test_set.subset(list(range(ODD_TEST_SIZE)))
     sampler = ShardSampler(len(test_set), ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
     loader = torch.utils.data.DataLoader(test_set, 64, sampler=sampler)

@@ -234,11 +234,11 @@ def build_stage_run(path: str):
 
 
 def one_step(run):
-    from engine.loop import training_step
+    from engine.loop import loss_weights, training_step
 
     run.model.train()
     images, targets = next(iter(run.train_loader))
-    training_step(run.model, run.criterion, run.optimizer, images, targets, None, (0.1, 0.01))
+    training_step(run.model, run.criterion, run.optimizer, images, targets, None, loss_weights(run.cfg))
 
 
 def snapshot(model) -> dict:

@@ -28,7 +28,7 @@ LOG_EVERY = 3                                  # steps 2, 5, ... are logging ste
 HOST_SIDE = ("data/samplers.py", "data/datasets.py")
 RSG_SYNC = "pair_frequent_with_rare"           # the one sync of a step from T_th
 LOGGING_SYNC = "logged_values"                 # the one sync of a logging step
-EPOCH_END_SYNC = "train_one_epoch"             # the epoch's totals, read once after the last step
+EPOCH_END_SYNC = "epoch_metrics"               # the epoch's totals, read once after the last step
 
 
 class LabelledLoader:
@@ -66,10 +66,9 @@ def count_syncs(tmp_path, epochs=(0, 1), **sections) -> HostSyncCounter:
         for epoch in epochs:
             _, weights = start_epoch_state(run, epoch, 0)
             with counter:
-                train_one_epoch(run.model, LabelledLoader(run.train_loader, counter, epoch), run.criterion,
-                                run.optimizer, epoch, device=run.device, class_weights=weights,
-                                rsg_weights=(cfg.rsg.cesc_weight, cfg.rsg.mv_weight), log_every=LOG_EVERY,
-                                progress=False, precision=run.precision)
+                loader, run.train_loader = run.train_loader, LabelledLoader(run.train_loader, counter, epoch)
+                train_one_epoch(run, epoch, weights)
+                run.train_loader = loader
     return counter
 
 

@@ -25,7 +25,7 @@ from data.builder import build_datasets
 from data.imbalance import class_counts
 from engine.config import load_config
 from engine.exits import reports_user_errors
-from engine.loop import predict, training_step
+from engine.loop import loss_weights, predict, training_step
 from engine.run import build_loaders, build_optimizer, fit
 from engine.runtime import Precision, prepare_model, resolve_device
 from losses import build_loss
@@ -65,7 +65,7 @@ def time_training(cfg, data, device, with_rsg, phase, steps, warmup):
         images, targets = next(batches)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         _, _, batch_generated = training_step(model, criterion, optimizer, images, targets, None,
-                                              (cfg.rsg.cesc_weight, cfg.rsg.mv_weight), precision)
+                                              loss_weights(cfg), precision)
         generated += batch_generated if index >= warmup else 0
     synchronize(device)
     return steps * cfg.data.batch_size / (time.perf_counter() - started), generated / steps

@@ -203,7 +203,7 @@ def table2() -> Table:
                       (SUBSET_FACET, paper_subset(rsg, cao_et_al=backbone == "resnet32")))
             cells.append(Cell(row, column, config, paper, facets=facets))
     notes = ("Each config takes the ResNet-32 recipe and changes only `model.backbone`, as the authors' "
-             "code does; RSG sits at each backbone's default position (docs/DESIGN.md, \"Backbones and "
+             "code does; RSG sits at each backbone's default position (docs/CHOICES.md, \"Backbones and "
              "RSG positions\"; for DenseNet-40 the authors' point is `rsg.position=dense3`).")
     return Table(2, "backbones, LDAM-DRW w/o and w/ RSG, rho = 50", "top-1 error (%)", tuple(TABLE2),
                  tuple(c for *_, c in rsg_columns()), tuple(cells), CIFAR_SEEDS, notes=notes)

@@ -29,7 +29,7 @@ from engine.config import load_config
 from engine.distributed import DistributedContext
 from core.errors import UserError
 from engine.exits import reports_user_errors
-from engine.loop import training_step
+from engine.loop import loss_weights, training_step
 from engine.run import build_run, start_epoch_state
 from engine.runtime import resolve_device, set_determinism
 
@@ -53,13 +53,13 @@ def profile_phase(run, epoch: int, steps: int, warmup: int):
     """(profiler, seconds per step, generated samples per step) over `steps` steps of `epoch`."""
     _, weights = start_epoch_state(run, epoch, 0)
     run.model.train()
-    rsg_weights = (run.cfg.rsg.cesc_weight, run.cfg.rsg.mv_weight)
+    terms = loss_weights(run.cfg)
     batches = batches_of(run)
 
     def step():
         images, targets = next(batches)
         images, targets = images.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
-        return training_step(run.model, run.criterion, run.optimizer, images, targets, weights, rsg_weights,
+        return training_step(run.model, run.criterion, run.optimizer, images, targets, weights, terms,
                              run.precision)[2]
 
     for _ in range(warmup):

@@ -9,7 +9,7 @@ with k output channels, concatenated to the layer's input), and between them tra
 Down-samplings: trans1's pooling (32 -> 16 px), trans2's pooling (16 -> 8 px), the global pooling.
 RSG's default position is the input of trans2 (304 x 16 x 16), before the second-to-last one, as in
 ResNet-32. The authors' code places it after trans2 (the input of dense3) and starts with 2k = 24
-stem channels (1.06M parameters); see docs/DESIGN.md.
+stem channels (1.06M parameters); see docs/CHOICES.md.
 """
 
 from __future__ import annotations
