@@ -12,12 +12,12 @@ import os
 from typing import Optional
 
 from core.errors import UserError
+from data import split_lists  # noqa: F401  (registers the split-list datasets)
 from data.cifar import load_cifar
 from data.datasets import ArrayDataset, FileDataset
 from data.digits import load_digits_split
 from data.image_folder import check_same_classes, scan_image_folder
 from data.imbalance import class_counts, imbalanced_counts, select_subset
-from data import split_lists  # noqa: F401  (registers the split-list datasets)
 from data.registry import DATASETS
 from data.transforms import preset_eval_transform, preset_train_transform
 

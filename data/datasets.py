@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data.decoding import UnreadableImage, read_image, read_pil
+from core import LOGGER_NAME
 from core.errors import UserError
+from data.decoding import UnreadableImage, read_image, read_pil
 
 Transform = Optional[Callable[[Image.Image], object]]
 
@@ -203,7 +204,7 @@ def take_unreadable(dataset: Dataset) -> List[str]:
 def log_unreadable(skipped: Sequence[str], when: str, log: Optional[logging.Logger] = None) -> None:
     if skipped:
         shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        (log or logging.getLogger("rsg")).warning(
+        (log or logging.getLogger(LOGGER_NAME)).warning(
             "%s: %d unreadable image(s) replaced by another image of the same class (data.skip_corrupt): %s",
             when, len(skipped), shown)
 
@@ -235,7 +236,7 @@ def check_files_exist(dataset: Dataset, split: str, skip_corrupt: bool,
     shown = "; ".join(f"{dataset.where(i)}{dataset.paths[i]}" for i in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     if skip_corrupt:
-        (log or logging.getLogger("rsg")).warning(
+        (log or logging.getLogger(LOGGER_NAME)).warning(
             "the %s split: %d of %d image files are missing (%s%s); data.skip_corrupt will replace them",
             split, len(missing), len(dataset), shown, more)
         return

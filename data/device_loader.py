@@ -24,8 +24,8 @@ def stack_images(dataset) -> np.ndarray:
     """uint8 (N, H, W, 3) pixels of a dataset: its array, or every file decoded once."""
     if hasattr(dataset, "images"):
         return np.asarray(dataset.images)
-    from data.datasets import load_rgb  # FileDataset: decode each file once, up front
     from core.errors import UserError
+    from data.datasets import load_rgb  # FileDataset: decode each file once, up front
 
     first = np.asarray(load_rgb(dataset.paths[0]))
     images = np.empty((len(dataset.paths),) + first.shape, dtype=np.uint8)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from core.class_weights import class_balanced_weights
 from core.registry import Registry
 from core.seeds import SAMPLER_STREAM, epoch_seed
-from core.class_weights import class_balanced_weights
 
 SAMPLERS = Registry("sampler", "data.sampler")
 
@@ -91,10 +91,6 @@ class DeferredResampler(EpochShuffleSampler):
         super().__init__(len(sample_weights), seed)
         self.sample_weights = torch.as_tensor(sample_weights, dtype=torch.float64)
         self.start_epoch = start_epoch
-
-    @property
-    def resampling(self) -> bool:
-        return self.epoch >= self.start_epoch
 
     def epoch_order(self) -> torch.Tensor:
         return epoch_indices(self.num_samples, self.seed, self.epoch, self.sample_weights, self.start_epoch)

@@ -23,9 +23,9 @@ from typing import Optional
 
 import numpy as np
 
+from core.errors import UserError
 from data.datasets import FileDataset, ListOrigin
 from data.registry import DATASETS
-from core.errors import UserError
 
 ROOT_SAMPLE = 20   # listed images checked for existence when the lists are read
 

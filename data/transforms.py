@@ -15,7 +15,7 @@ a few (antialiased resize and colour jitter round differently, docs/BENCHMARKS.m
 transform returns a float tensor (3, H, W).
 """
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torchvision import transforms
@@ -34,46 +34,6 @@ TRANSFORM_PRESETS = ("pad_crop_flip", "resized_crop", "resized_crop_jitter")
 JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.0}
 
 
-def train_transform(crop_size: int, padding: int, hflip: bool,
-                    mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
-    """Zero-pad + random crop, optional horizontal flip, ToTensor, Normalize.
-
-    Args:
-        crop_size: side of the output crop (32 for CIFAR).
-        padding: zero pixels added on each side before cropping (4 for CIFAR).
-        hflip: add a horizontal flip with probability 0.5.
-        mean, std: per-channel normalization, 3 floats each.
-
-    Returns:
-        Compose mapping a PIL image to a float tensor (3, crop_size, crop_size).
-    """
-    steps = [transforms.RandomCrop(crop_size, padding=padding, fill=0, padding_mode="constant")]
-    if hflip:
-        steps.append(transforms.RandomHorizontalFlip(p=0.5))
-    steps += [transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))]
-    return transforms.Compose(steps)
-
-
-def eval_transform(mean: Sequence[float], std: Sequence[float], resize: Optional[int] = None,
-                   crop: Optional[int] = None) -> transforms.Compose:
-    """Deterministic preprocessing: optional Resize + CenterCrop, then ToTensor, Normalize.
-
-    Args:
-        mean, std: per-channel normalization, 3 floats each.
-        resize: if given, shorter side resized to it and the centre crop x crop kept;
-            None leaves the image size unchanged (CIFAR).
-        crop: side of the centre crop; None = resize.
-
-    Returns:
-        Compose mapping a PIL image (H, W) to a float tensor (3, H, W), or (3, crop, crop).
-    """
-    steps = []
-    if resize is not None:
-        steps += [transforms.Resize(resize), transforms.CenterCrop(crop or resize)]
-    steps += [transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))]
-    return transforms.Compose(steps)
-
-
 def preset_train_transform(preset: str, size: int, padding: int, hflip: bool, mean: Sequence[float],
                            std: Sequence[float], tensor_input: bool = False):
     """The training augmentation `preset` at output side `size`.
@@ -83,8 +43,6 @@ def preset_train_transform(preset: str, size: int, padding: int, hflip: bool, me
     """
     if preset not in TRANSFORM_PRESETS:
         raise ValueError(f"unknown transform preset {preset!r}; choose one of {', '.join(TRANSFORM_PRESETS)}")
-    if preset == "pad_crop_flip" and not tensor_input:
-        return train_transform(size, padding, hflip, mean, std)
     ops = v2 if tensor_input else transforms
     if preset == "pad_crop_flip":
         steps = [ops.RandomCrop(size, padding=padding, fill=0, padding_mode="constant")]
@@ -103,10 +61,9 @@ def preset_eval_transform(size: int, resize: int, mean: Sequence[float], std: Se
 
     resize 0 keeps the image as it is (CIFAR: the 32 x 32 test images).
     """
-    if not tensor_input:
-        return eval_transform(mean, std, resize or None, crop=size)
-    steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)] if resize else []
-    return v2.Compose(steps + _to_normalized_float(True, mean, std))
+    ops = v2 if tensor_input else transforms
+    steps = [ops.Resize(resize, antialias=True), ops.CenterCrop(size)] if resize else []
+    return ops.Compose(steps + _to_normalized_float(tensor_input, mean, std))
 
 
 def _to_normalized_float(tensor_input: bool, mean: Sequence[float], std: Sequence[float]) -> list:

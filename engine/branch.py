@@ -36,20 +36,16 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
-from engine.config import config_from_dict, config_to_dict, flatten
+from core import LOGGER_NAME
 from core.errors import UserError
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
+from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
 from engine.schedules import learning_rate, reweight_start
 
-log = logging.getLogger("rsg")
+log = logging.getLogger(LOGGER_NAME)
 
 BRANCH_FILE = "branch.json"
 
-# Where and how a run runs, not what it trains (the same results up to floating-point differences);
-# scripts/collect_results.py ignores them too when it matches a run to its config.
-RUN_KEYS = {"name", "output_dir", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
-            "data.decoder", "data.loader", "train.device", "train.progress", "train.log_every", "train.eval_every",
-            "train.amp", "train.channels_last", "train.compile", "train.sync_bn", "train.deterministic"}
 LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
 REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
 SAMPLER_KEYS = {"data.sampler", "data.resample_start", "data.resample_beta"}
@@ -243,9 +239,7 @@ def record_parent(parent: Parent, cfg) -> None:
 
 def branch_changes(parent_config: dict, branch_config: dict) -> dict:
     """{key: [parent's value, branch's value]} of the keys beyond RUN_KEYS that differ."""
-    old, new = flatten(parent_config), flatten(branch_config)
-    return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
-            if k not in RUN_KEYS and old.get(k) != new.get(k)}
+    return {key: list(values) for key, values in config_differences(parent_config, branch_config, RUN_KEYS).items()}
 
 
 def read_branch(folder: str):

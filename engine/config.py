@@ -21,6 +21,7 @@ import yaml
 from core.errors import UserError
 from data.builder import DATASETS
 from data.samplers import SAMPLERS
+from data.transforms import TRANSFORM_PRESETS
 from losses import LOSSES
 from models import BACKBONES
 
@@ -73,7 +74,7 @@ class DataConfig:
     image_size: int = 32            # training crop size (digits: images are resized to this)
     crop_padding: int = 4           # zero padding before the random crop
     hflip: bool = True              # random horizontal flip
-    transform: str = choice("pad_crop_flip", ["pad_crop_flip", "resized_crop", "resized_crop_jitter"],
+    transform: str = choice("pad_crop_flip", TRANSFORM_PRESETS,
                             "training augmentation: pad_crop_flip = zero-pad crop_padding, random crop "
                             "image_size, flip (CIFAR); resized_crop = RandomResizedCrop(image_size), flip "
                             "(Places-LT); resized_crop_jitter = that plus ColorJitter(0.4, 0.4, 0.4, 0) "
@@ -226,6 +227,15 @@ class Config:
         if self.model.classifier != "auto":
             return self.model.classifier
         return LOSSES.info(self.loss.name).get("head", "linear")
+
+
+# Where and how a run runs, not what it trains (the same results up to floating-point differences):
+# a branch may change them (engine/branch.py), and the collector ignores them when it matches a run
+# to its config (tools/collect_results.py).
+RUN_KEYS = frozenset({"name", "output_dir", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
+                      "data.decoder", "data.loader", "train.device", "train.progress", "train.log_every",
+                      "train.eval_every", "train.amp", "train.channels_last", "train.compile", "train.sync_bn",
+                      "train.deterministic"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +514,14 @@ def _validate_beyond(cfg: Config, need) -> None:
     need(stage != "tau_norm" or cfg.eval.posthoc in ("none", "tau_norm"), "eval.posthoc",
          f"is {cfg.eval.posthoc!r}, but stage.name=tau_norm evaluates the tau-normalised classifier; "
          f"set eval.posthoc=tau_norm (or none)")
+
+
+def config_differences(old: dict, new: dict, ignore=frozenset()) -> dict:
+    """{dotted key: (old value, new value)} of the keys outside `ignore` whose values differ between
+    two config dicts (a key missing on one side has the value None there)."""
+    old, new = flatten(old), flatten(new)
+    return {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+            if key not in ignore and old.get(key) != new.get(key)}
 
 
 def config_to_dict(cfg: Config) -> dict:

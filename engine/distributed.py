@@ -21,10 +21,6 @@ class DistributedContext:
     local_rank: int = 0
 
     @property
-    def enabled(self) -> bool:
-        return self.world_size > 1 or dist.is_initialized()
-
-    @property
     def is_main(self) -> bool:
         return self.rank == 0
 

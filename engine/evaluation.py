@@ -9,15 +9,16 @@ import os
 import numpy as np
 from torch.utils.data import DataLoader
 
+from core.errors import UserError
 from data.builder import build_datasets
+from data.registry import DATASETS
 from data.datasets import report_unreadable
 from engine.checkpoint import load_checkpoint, load_model_weights
-from engine.config import SPLIT_LIST_DATASETS, config_from_dict
-from core.errors import UserError
-from engine.metrics import accuracy_report, format_group_table, shot_group
-from engine.runtime import resolve_device
+from engine.config import config_from_dict
 from engine.loop import predict
+from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.posthoc import build_correction, corrected_report, format_tau_table
+from engine.runtime import resolve_device
 from models import build_model, strip_rsg
 
 
@@ -102,7 +103,8 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
 
 def has_val_split(data_cfg) -> bool:
     """The split-list datasets have a validation list (split_list: when data.val_list names one)."""
-    return data_cfg.name in SPLIT_LIST_DATASETS and (data_cfg.name != "split_list" or bool(data_cfg.val_list))
+    lists = DATASETS.info(data_cfg.name).get("split_lists", False)
+    return lists and (data_cfg.name != "split_list" or bool(data_cfg.val_list))
 
 
 def evaluate_corrected(cfg, model, correction, loader, device, train_counts, split: str):

@@ -9,10 +9,15 @@ import numpy as np
 SHOT_GROUPS = ("many", "medium", "few")
 
 
+# The shot groups of Liu et al. (2019), used by the paper's Tables 8 and 9: few < 20 <= medium <= 100 < many.
+SHOT_BOUNDARIES = (20, 100)
+
+
 def shot_group(train_count: int) -> str:
-    if train_count > 100:
+    few_below, many_above = SHOT_BOUNDARIES
+    if train_count > many_above:
         return "many"
-    if train_count >= 20:
+    if train_count >= few_below:
         return "medium"
     return "few"
 

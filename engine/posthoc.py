@@ -24,6 +24,8 @@ from core.errors import UserError
 from engine.loop import predict_logits
 from engine.metrics import SHOT_GROUPS, accuracy_report
 from losses.logit_adjusted import log_prior
+
+
 def posthoc_kind(cfg) -> str:
     """The correction the config asks for: stage tau_norm implies tau_norm."""
     return "tau_norm" if cfg.stage.name == "tau_norm" else cfg.eval.posthoc

@@ -13,35 +13,34 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from core import LOGGER_NAME
 from core.errors import UserError
 from core.seeds import epoch_seed
 from data.builder import build_datasets
 from data.datasets import check_files_exist, log_unreadable, take_unreadable
-from data.imbalance import class_counts
 from data.device_loader import DeviceLoader
+from data.imbalance import class_counts
 from data.samplers import RankSlice, ShardSampler, build_sampler
-from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint,
-                               load_checkpoint, load_model_weights, save_checkpoint)
-from engine.branch import (check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due,
-                           write_branch_record)
-from engine.config import config_to_dict, flatten, save_config
+from engine.branch import check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
+from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint, load_checkpoint,
+                               load_model_weights, save_checkpoint)
+from engine.config import config_differences, config_to_dict, flatten, save_config
 from engine.diagnostics import log_extras, test_per_class
-from engine.distributed import (DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed,
-                                shutdown)
+from engine.distributed import DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed, shutdown
 from engine.exits import PeerStopped, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
 from engine.metrics import accuracy_report, format_group_table
 from engine.posthoc import build_correction, corrected_report, format_tau_table
 from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
                                remove_run_files)
-from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model,
-                            resolve_device, seed_everything, set_determinism, setup_logging)
+from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
+                            seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, learning_rate
 from engine.stage import check_same_parent, parent_record, prepare_stage, record_parent
 from losses import build_loss
 from models import build_model
 
-log = logging.getLogger("rsg")
+log = logging.getLogger(LOGGER_NAME)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,18 +206,6 @@ def save(run: Run, name: str, epoch: int, step: int, best: dict, record: Optiona
         save_checkpoint(checkpoint_state(run, epoch, step, best, record), os.path.join(run.cfg.output_dir, name))
 
 
-def changed_keys(stored: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts."""
-    keys = []
-    for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            keys += changed_keys(old, new, f"{prefix}{key}.")
-        elif old != new:
-            keys.append(f"{prefix}{key} ({old!r} -> {new!r})")
-    return keys
-
-
 def restore(path: str, run: Run):
     """Load a checkpoint into the run; every rank reads the same file. Returns (epoch, step, best,
     the state)."""
@@ -230,7 +217,8 @@ def restore(path: str, run: Run):
     if run.optimizer is not None:
         run.optimizer.load_state_dict(state["optimizer"])
     run.precision.load_state_dict(state.get("scaler", {}))
-    changed = changed_keys(state["config"], config_to_dict(cfg))
+    changed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in
+               config_differences(state["config"], config_to_dict(cfg)).items()]
     if changed:  # allowed (e.g. more epochs), but never silent
         log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])

@@ -55,6 +55,15 @@ def check_unchanged(folder: str, seen: tuple) -> None:
                         f"or train into another folder with output_dir=<path>")
 
 
+def finished_after(last_epoch: Optional[int], epochs: int) -> bool:
+    """A run of `epochs` epochs is finished once metrics.jsonl holds its last epoch."""
+    return last_epoch is not None and last_epoch + 1 >= epochs
+
+
+def run_finished(folder: str, epochs: int) -> bool:
+    return finished_after(last_finished_epoch(folder), epochs)
+
+
 def last_finished_epoch(folder: str) -> Optional[int]:
     """The epoch of the last line of metrics.jsonl (one line per finished epoch), or None."""
     path = os.path.join(folder, "metrics.jsonl")

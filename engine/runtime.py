@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from core import LOGGER_NAME
 from core.errors import UserError
 
-log = logging.getLogger("rsg")
+log = logging.getLogger(LOGGER_NAME)
 
 
 class HeldRecords(logging.Handler):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 
+from core import LOGGER_NAME
+from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
 from engine.config import config_from_dict
-from core.errors import UserError
 from models import strip_rsg
 
-log = logging.getLogger("rsg")
+log = logging.getLogger(LOGGER_NAME)
 
 
 def record_parent(cfg) -> dict:

@@ -22,13 +22,7 @@ Or, without touching the network's code, RSG on the output of one of its submodu
 
 from rsg.attach import RSGAttached, attach
 from rsg.authors import VARIANTS, Departures
-from rsg.module import (
-    GENERATION_MODES,
-    RSG,
-    ContrastiveModule,
-    frequent_classes_from_counts,
-    num_generated_per_rare,
-)
+from rsg.module import GENERATION_MODES, RSG, ContrastiveModule, frequent_classes_from_counts, num_generated_per_rare
 
 __all__ = [
     "RSG",

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rsg.authors import (Departures, init_like_authors, mv_direction_rows, mv_length_rows,
-                         pair_like_authors)
+from rsg.authors import Departures, init_like_authors, mv_direction_rows, mv_length_rows, pair_like_authors
 
 GENERATION_MODES = ("transform", "rare_center", "direct")
 
@@ -156,15 +155,11 @@ class RSG(nn.Module):
         (and not for "direct" addition), the contrastive module only before the threshold. A
         parameter the phase does not use then has no gradient at all, which is what lets
         DistributedDataParallel run without a find-unused-parameters pass (it is rebuilt when the
-        set changes; see `trainable_signature`).
+        set changes: engine/runtime.py's PhaseAwareDDP).
         """
         self.epoch = epoch
         self.transform.requires_grad_(self.generating and self.generation != "direct")
         self.contrastive.requires_grad_(not self.generating)
-
-    def trainable_signature(self) -> tuple:
-        """Which parameters currently require gradients; changes only when the phase does."""
-        return tuple(p.requires_grad for p in self.parameters())
 
     @property
     def generating(self) -> bool:

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from conftest import ROOT
+from core.errors import UserError
 from data.imbalance import imbalanced_counts
 from engine.config import config_from_dict, config_to_dict, flatten, load_config
-from core.errors import UserError
 from models import build_model
 from rsg import RSG
 from rsg.module import GENERATION_MODES
@@ -107,8 +107,9 @@ def test_generation_override_reaches_the_module(generation):
 
 
 def test_config_choices_match_the_module():
-    from engine.config import RSGConfig
     import dataclasses
+
+    from engine.config import RSGConfig
 
     field = {f.name: f for f in dataclasses.fields(RSGConfig)}["generation"]
     assert field.metadata["choices"] == GENERATION_MODES

@@ -15,8 +15,8 @@ import torch
 import torchvision
 
 from conftest import ROOT
-from engine.config import load_config
 from core.errors import UserError
+from engine.config import load_config
 from models import build_model, feature_shape_at
 from models.backbones.base import StagedBackbone
 from models.heads import LinearHead

@@ -17,14 +17,13 @@ import yaml
 from torch import nn
 
 from conftest import ROOT, TINY_COUNTS, run_script, tiny_config_dict, write_config
+from core.errors import UserError
 from engine.checkpoint import load_checkpoint
 from engine.config import config_from_dict, load_config
-from core.errors import UserError
 from engine.posthoc import Correction, best_tau, build_correction, corrected_report
 from engine.schedules import learning_rate
 from losses import LOSSES, build_loss
 from losses.logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
-from models import build_model
 from models.heads import ScaledHead
 
 COUNTS = [500, 150, 50, 15, 5]
@@ -224,8 +223,8 @@ def stage_config(tmp_path, parent: str, stage: str, **sections) -> str:
 
 
 def build_stage_run(path: str):
-    from engine.run import build_run
     from engine.distributed import DistributedContext
+    from engine.run import build_run
     from engine.stage import record_parent
 
     cfg = load_config(path)
@@ -386,9 +385,10 @@ def test_imagenet_lt_tau_norm_chooses_tau_on_val_and_eval_applies_it_to_test(tmp
     """The ImageNet-LT configs shrunk to a generated dataset in the real list format: the ERM first
     stage, then tau-norm from its last.pt: tau is chosen on the validation list during the run, and
     eval.py --split test evaluates val first and reports the test list at that tau."""
+    from test_large_scale_runs import SHRINK, make_fake
+
     import eval as eval_script
     import train
-    from test_large_scale_runs import SHRINK, make_fake
 
     make_fake(tmp_path / "fake")
     common = [f"data.root={tmp_path / 'fake'}", "data.num_workers=0", *SHRINK]

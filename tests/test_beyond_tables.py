@@ -9,12 +9,12 @@ import os
 import statistics
 
 import pytest
+from test_tables import fake_run, table_script
 
 from conftest import ROOT
 from engine.config import load_config
 from tools import collect_results as collector
 from tools.paper_tables import get_table, plan, run_dir
-from test_tables import fake_run, table_script
 
 STAGES = {"crt": "crt", "tau_norm": "tau_norm", "lws": "lws"}
 

@@ -10,13 +10,12 @@ import os
 import pytest
 import torch
 
-from conftest import read_jsonl, error_lines, run_script, tiny_config_dict, torch_globals_restored, write_config
+from conftest import error_lines, read_jsonl, run_script, tiny_config_dict, torch_globals_restored, write_config
+from core.errors import UserError
 from engine.branch import BRANCH_FILE, branch_conflicts, prepare_branch, start_branch
-from engine.checkpoint import file_sha256
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import file_sha256, load_checkpoint
 from engine.config import config_to_dict, load_config
 from engine.distributed import DistributedContext
-from core.errors import UserError
 from engine.run import build_run, fit
 
 THRESHOLD = 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 
@@ -11,8 +10,9 @@ import yaml
 
 import train as train_script
 from conftest import ROOT, error_lines, run_script
-from engine.config import REGISTRIES, Config, DataConfig, LossConfig, config_from_dict, config_to_dict, dump_config, load_config
 from core.errors import UserError
+from engine.config import (REGISTRIES, Config, config_from_dict, config_to_dict, dump_config,
+                           load_config)
 
 CONFIG_FILES = sorted(
     os.path.relpath(path, ROOT)

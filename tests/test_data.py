@@ -9,15 +9,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as tv_transforms
 
+from core.errors import UserError
 from data.cifar import load_cifar
 from data.datasets import ArrayDataset, FileDataset
 from data.digits import load_digits_split
 from data.image_folder import check_same_classes, scan_image_folder
 from data.imbalance import class_counts, imbalanced_counts, select_per_class
 from data.samplers import EpochShuffleSampler
-from data.transforms import CIFAR_MEAN, CIFAR_STD, eval_transform, train_transform
-from core.errors import UserError
-
+from data.transforms import CIFAR_MEAN, CIFAR_STD, preset_eval_transform, preset_train_transform
 
 # ---------------------------------------------------------------- imbalance profiles
 
@@ -224,7 +223,7 @@ def test_scan_image_folder(tmp_path):
     assert targets == [0, 0, 0, 1, 1]
     assert [os.path.basename(p) for p in paths] == ["c.png", "d.png", "x.jpeg", "a.JPG", "b.png"]
 
-    dataset = FileDataset(paths, targets, eval_transform(CIFAR_MEAN, CIFAR_STD), classes)
+    dataset = FileDataset(paths, targets, preset_eval_transform(32, 0, CIFAR_MEAN, CIFAR_STD), classes)
     image, target = dataset[3]
     assert image.shape == (3, 5, 6) and target == 1
     small = dataset.subset([4, 0])
@@ -282,7 +281,7 @@ def test_digits_split():
 def test_array_dataset_and_transforms():
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
-    plain = eval_transform(CIFAR_MEAN, CIFAR_STD)
+    plain = preset_eval_transform(32, 0, CIFAR_MEAN, CIFAR_STD)
     dataset = ArrayDataset(images, np.array([0, 1, 2, 0, 1, 2]), plain, ["a", "b", "c"])
     assert dataset.targets == [0, 1, 2, 0, 1, 2] and dataset.num_classes == 3
     tensor, target = dataset[2]
@@ -293,16 +292,16 @@ def test_array_dataset_and_transforms():
     assert subset.targets == [2, 1] and np.array_equal(subset.images[0], images[5])
 
     torch.manual_seed(0)
-    augment = train_transform(32, 4, True, CIFAR_MEAN, CIFAR_STD)
+    augment = preset_train_transform("pad_crop_flip", 32, 4, True, CIFAR_MEAN, CIFAR_STD)
     out = augment(Image.fromarray(images[0]))
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-    resized = eval_transform(CIFAR_MEAN, CIFAR_STD, resize=20)(Image.fromarray(images[0]))
+    resized = preset_eval_transform(20, 20, CIFAR_MEAN, CIFAR_STD)(Image.fromarray(images[0]))
     assert resized.shape == (3, 20, 20)
 
 
 def test_train_transform_pads_with_zeros():
     white = Image.fromarray(np.full((8, 8, 3), 255, dtype=np.uint8))
-    crop = train_transform(8, 4, False, (0, 0, 0), (1, 1, 1))
+    crop = preset_train_transform("pad_crop_flip", 8, 4, False, (0, 0, 0), (1, 1, 1))
     torch.manual_seed(0)
     outs = [crop(white) for _ in range(20)]
     # Some crops must reach into the zero padding, and only 0 or 1 values can appear.

@@ -15,14 +15,14 @@ import yaml
 from torch import nn
 
 import engine.run as engine_run
-from conftest import (read_jsonl, ROOT, SCRIPT_ENV, TINY_COUNTS, TINY_STEPS_PER_EPOCH, run_script, script_command,
+from conftest import (ROOT, SCRIPT_ENV, TINY_COUNTS, TINY_STEPS_PER_EPOCH, read_jsonl, run_script, script_command,
                       tiny_config_dict, torch_globals_restored, write_config)
+from core.errors import UserError
+from core.seeds import SAMPLER_STREAM, epoch_seed
 from data.imbalance import imbalanced_counts
 from engine.checkpoint import (CHECKPOINT_FORMAT, find_resume_checkpoint, load_checkpoint, load_model_weights,
                                save_checkpoint)
 from engine.config import config_from_dict, config_to_dict, load_config
-from core.errors import UserError
-from core.seeds import SAMPLER_STREAM, epoch_seed
 from engine.run import fit
 from losses import build_loss
 

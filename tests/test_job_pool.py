@@ -15,8 +15,7 @@ import pytest
 
 from core.errors import UserError
 from tools import job_pool
-from tools.job_pool import (FAILED, FINISHED, INTERRUPTED, NOT_STARTED, Task, device_slots, run_tasks,
-                              summary)
+from tools.job_pool import FAILED, FINISHED, INTERRUPTED, NOT_STARTED, Task, device_slots, run_tasks, summary
 
 # A stand-in run: prints its device and threads, records when it ran, sleeps, exits with a status.
 # On SIGINT it writes "saved" (as train.py saves last.pt) and exits 130.

@@ -3,11 +3,9 @@ every reader; the decoders' equivalence itself is tested in test_split_lists.py.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
-from conftest import ROOT
 from tools import benchmark_loading
 
 

@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_config_dict
-from engine.config import LossConfig, OptimConfig, config_from_dict
-from core.errors import UserError
-from engine.schedules import class_weights, learning_rate, reweight_start
 from core.class_weights import class_balanced_weights
+from core.errors import UserError
+from engine.config import LossConfig, OptimConfig, config_from_dict
+from engine.schedules import class_weights, learning_rate, reweight_start
 from losses import LOSSES, build_loss
 from losses.classification import AMSoftmaxLoss, CrossEntropy, FocalLoss, LDAMLoss, ldam_margins
+
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]   # CIFAR-10-LT, rho = 100
 
 

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from engine.config import LossConfig, OptimConfig, load_config
+from core.class_weights import class_balanced_weights
 from core.errors import UserError
+from engine.config import LossConfig, OptimConfig, load_config
 from engine.metrics import accuracy_report, format_group_table, shot_group
 from engine.schedules import class_weights, learning_rate
-from core.class_weights import class_balanced_weights
 from losses import LOSSES, build_loss
 from losses.classification import CrossEntropy, LDAMLoss, ldam_margins
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from engine.config import load_config
 from core.errors import UserError
+from engine.config import load_config
 from models import build_model, strip_rsg
 from models.backbones.resnet_cifar import CifarResNet
 from models.heads import CosineHead, LinearHead

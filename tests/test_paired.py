@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from test_tables import fake_run
 
 from conftest import ROOT, SCRIPT_ENV, run_script, tiny_config_dict, write_config
 from engine.branch import BRANCH_FILE
@@ -19,8 +20,6 @@ from engine.checkpoint import load_checkpoint
 from tools import collect_results as collector
 from tools.paper_tables import get_table, plan_paired
 from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
-
-from test_tables import fake_run
 
 SECTIONS = dict(train={"epochs": 3, "eval_every": 1}, rsg={"threshold_epoch": 2}, loss={"reweight_start": 2},
                 optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2], "decay": 0.1})

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -19,11 +18,11 @@ import torch
 from PIL import Image
 
 import engine.run as engine_run
-from conftest import (read_jsonl, PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, run_script, run_scripts,
+from conftest import (PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, read_jsonl, run_script, run_scripts,
                       script_command, tiny_config_dict, write_config)
+from core.errors import UserError
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
-from core.errors import UserError
 from engine.run import fit
 from engine.run_folder import LOCK_NAME, RunFolderLock
 from losses import build_loss

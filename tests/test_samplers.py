@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import config_from_dict
+from core.class_weights import class_balanced_weights
 from core.errors import UserError
 from data.samplers import (SAMPLERS, DeferredResampler, EpochShuffleSampler, build_sampler, epoch_indices,
                            resampling_weights)
-from core.class_weights import class_balanced_weights
+from engine.config import config_from_dict
 
 # A long-tailed label list: 200, 60, 20, 6 samples, classes interleaved so positions carry no class.
 COUNTS = [200, 60, 20, 6]
@@ -131,9 +131,9 @@ def test_drs_draws_len_dataset_indices_and_resumes_mid_epoch():
 def test_drs_switches_on_at_the_start_epoch():
     sampler = drs_sampler(start=3)
     sampler.set_epoch(2)
-    assert not sampler.resampling and sorted(sampler) == list(range(len(TARGETS)))
+    assert sorted(sampler) == list(range(len(TARGETS)))        # a permutation: the shuffle
     sampler.set_epoch(3)
-    assert sampler.resampling and sorted(sampler) != list(range(len(TARGETS)))
+    assert sorted(sampler) != list(range(len(TARGETS)))        # draws with replacement
 
 
 # ---------------------------------------------------------------------------------------------

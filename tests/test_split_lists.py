@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import ROOT
+from core import LOGGER_NAME
+from core.errors import UserError
 from data.builder import build_datasets
 from data.datasets import FileDataset, PathTable, report_unreadable
 from data.decoding import read_pil, read_tensor
@@ -23,10 +25,8 @@ from data.split_lists import STANDARD_SPLITS, read_inaturalist_json, read_list_f
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, preset_eval_transform, preset_train_transform
 from engine import config as config_module
 from engine.config import DataConfig, load_config
-from core.errors import UserError
 from engine.metrics import accuracy_report, shot_group
 from tools import make_fake_imagenet_lt as fake
-
 
 COUNTS = list(fake.DEFAULT_COUNTS)          # 150, 110, 60, 30, 15, 6
 GROUPS = ["many", "many", "medium", "medium", "few", "few"]
@@ -246,7 +246,7 @@ def test_skip_corrupt_replaces_within_the_class_and_counts(imagenet_copy, num_wo
     assert train.take_unreadable() == []                 # counted once per report
     for _ in loader:
         pass
-    with caplog.at_level("WARNING", logger="rsg"):
+    with caplog.at_level("WARNING", logger=LOGGER_NAME):
         assert report_unreadable([train], "epoch 0") == 2
     assert "epoch 0: 2 unreadable image(s) replaced" in caplog.text
 

@@ -15,10 +15,10 @@ import pickle
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from data.builder import build_datasets
 from data.imbalance import resolve_subset, select_like_ldam_drw, select_per_class, select_subset
 from engine.config import load_config
-from core.errors import UserError
 from tests.conftest import write_config
 
 PER_CLASS = {"cifar10": 60, "cifar100": 12}    # training images per class in the generated files

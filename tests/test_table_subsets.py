@@ -12,7 +12,6 @@ import pytest
 
 from engine.config import load_config
 from tests.conftest import ROOT, run_script
-
 from tools.paper_tables import SUBSET_FACET, TABLES, get_table  # noqa: E402
 
 CIFAR_TABLES = (1, 2, 3, 5, 6)

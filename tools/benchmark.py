@@ -13,11 +13,9 @@ code path, evaluating every `train.eval_every` epochs). Prints Markdown for docs
 
 import argparse
 import itertools
-import os
 import platform
 import sys
 import time
-
 
 import torch
 

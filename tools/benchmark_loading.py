@@ -33,7 +33,6 @@ import tempfile
 import time
 import warnings
 
-
 import numpy as np
 import torch
 from PIL import Image
@@ -42,7 +41,6 @@ from torchvision.transforms.v2 import functional as F2
 
 from data.decoding import DEPRECATION, read_pil, read_tensor
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, preset_eval_transform, preset_train_transform
-
 
 # ---------------------------------------------------------------------------------------------
 # Images

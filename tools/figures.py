@@ -17,9 +17,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from core.errors import UserError
-
-# Shot-group boundaries (engine.metrics.shot_group): few < 20 <= medium <= 100 < many.
-SHOT_BOUNDARIES = (20, 100)
+from engine.metrics import SHOT_BOUNDARIES
 
 
 def require_pyplot():

@@ -38,7 +38,6 @@ from typing import Callable, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
 from core.errors import UserError
-
 from engine.exits import reports_user_errors
 
 FINISHED, FAILED, INTERRUPTED, NOT_STARTED = "finished", "failed", "interrupted", "not started"

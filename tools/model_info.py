@@ -12,15 +12,13 @@ also prints one row for the table in docs/BENCHMARKS.md.
 """
 
 import argparse
-import os
 import sys
-
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.config import load_config
 from core.errors import UserError
+from engine.config import load_config
 from engine.exits import reports_user_errors
 from models import build_model, feature_shape_at
 

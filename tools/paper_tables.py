@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import os
 import shlex
 import shutil
@@ -39,9 +38,10 @@ from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
-from engine.config import load_config
 from core.errors import UserError
+from engine.config import load_config
 from engine.exits import reports_user_errors
+from engine.run_folder import last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
 
 TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test
@@ -317,7 +317,7 @@ TABLES = {1: table1, 2: table2, 3: table3, 5: table5, 6: table6, 7: table7, 8: t
 
 
 def get_table(number) -> Table:
-    from tools.beyond_tables import BEYOND_TABLES   # they build on this module's helpers
+    from tools.beyond_tables import BEYOND_TABLES  # they build on this module's helpers
 
     tables = {**TABLES, **BEYOND_TABLES}
     if number not in tables:
@@ -338,21 +338,6 @@ def run_dir(output_root: str, config: str, seed: int) -> str:
     """<output_root>/<config path under configs/, without .yaml>/seed<seed>."""
     below = os.path.splitext(os.path.relpath(config, "configs"))[0]
     return os.path.join(output_root, below, f"seed{seed}")
-
-
-def last_epoch(folder: str) -> Optional[int]:
-    """The epoch of the last line of the run's metrics.jsonl (written after last.pt), or None."""
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return json.loads(lines[-1])["epoch"] if lines else None
-
-
-def training_finished(folder: str, epochs: int) -> bool:
-    epoch = last_epoch(folder)
-    return epoch is not None and epoch + 1 >= epochs
 
 
 @dataclass
@@ -379,7 +364,7 @@ class Job:
 
     def nothing_left(self) -> bool:
         """Whether the folder now holds the finished run (and its test evaluation, if needed)."""
-        trained = training_finished(self.folder, self.epochs)
+        trained = run_finished(self.folder, self.epochs)
         return trained and (self.evaluate is None or os.path.isfile(os.path.join(self.folder, TEST_CSV)))
 
     def task(self, log: Optional[str]) -> Task:
@@ -413,10 +398,10 @@ def plan_job(table: Table, config: str, seed: int, output_root: str, gpus: int, 
         run_overrides.insert(2, f"stage.parent={os.path.join(run_dir(output_root, parent, seed), 'last.pt')}")
     cfg = load_config(os.path.join(ROOT, config), run_overrides)   # checks the config and the overrides now
     job = Job(config, seed, folder, cfg.train.epochs)
-    if not training_finished(folder, cfg.train.epochs):
+    if not run_finished(folder, cfg.train.epochs):
         job.train = [*train_launcher(gpus), "--config", config, "--resume", "auto", *run_overrides]
         if os.path.isfile(os.path.join(folder, "last.pt")):
-            job.notes.append(f"resumes after epoch {last_epoch(folder)}")
+            job.notes.append(f"resumes after epoch {last_finished_epoch(folder)}")
     if table.evaluate_test and (job.train or not os.path.isfile(os.path.join(folder, TEST_CSV))):
         job.evaluate = [sys.executable, "eval.py", "--checkpoint", os.path.join(folder, "best.pt"), "--split", "test"]
     return job

@@ -14,19 +14,17 @@ import argparse
 import os
 import sys
 
-
 import torch
 
+from core.errors import UserError
 from data.builder import build_datasets
 from data.imbalance import class_counts
 from engine.checkpoint import load_checkpoint, load_model_weights
 from engine.config import config_from_dict
-from core.errors import UserError
 from engine.exits import reports_user_errors
-from tools.figures import (feature_figure, log_figure, pca_2d, require_pyplot, rsg_features,
-                            training_batches)
 from engine.runtime import resolve_device
 from models import build_model, feature_shape_at
+from tools.figures import feature_figure, log_figure, pca_2d, require_pyplot, rsg_features, training_batches
 
 
 def parse_args(argv=None):

@@ -13,10 +13,8 @@ import argparse
 import os
 import sys
 
-
 from engine.exits import reports_user_errors
-from tools.figures import (per_class_csv, per_class_figure, read_per_class, save_figure,
-                            read_run_config, require_pyplot)
+from tools.figures import per_class_csv, per_class_figure, read_per_class, read_run_config, require_pyplot, save_figure
 
 
 def parse_args(argv=None):

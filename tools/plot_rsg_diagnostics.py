@@ -16,12 +16,10 @@ import json
 import os
 import sys
 
-
 from core.errors import UserError
-
 from engine.exits import reports_user_errors
-from tools.figures import read_run_config, require_pyplot, save_figure
 from engine.metrics import SHOT_GROUPS, shot_group
+from tools.figures import read_run_config, require_pyplot, save_figure
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
 RIGHT_AXIS = {"rsg_contrastive_accuracy"}   # a fraction in [0, 1], beside counts of centers

@@ -20,14 +20,13 @@ import os
 import sys
 import time
 
-
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from core.errors import UserError
 from engine.config import load_config
 from engine.distributed import DistributedContext
-from core.errors import UserError
 from engine.exits import reports_user_errors
 from engine.loop import loss_weights, training_step
 from engine.run import build_run, start_epoch_state

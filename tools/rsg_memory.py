@@ -22,11 +22,9 @@ Prints Markdown tables for docs/BENCHMARKS.md.
 """
 
 import argparse
-import os
 import platform
 import sys
 import time
-
 
 import torch
 from torch.profiler import ProfilerActivity, profile

@@ -29,12 +29,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
+from core.errors import UserError
 from engine.branch import branch_conflicts
 from engine.config import config_to_dict, load_config
-from core.errors import UserError
 from engine.exits import reports_user_errors
-from tools.paper_tables import (check_overrides, from_caller, last_epoch, parse_seeds,
-                                  roots_and_overrides, run_dir, train_launcher)
+from engine.run_folder import run_finished
+from tools.paper_tables import check_overrides, from_caller, parse_seeds, roots_and_overrides, run_dir, train_launcher
 
 SHARED_STAGE_SUFFIX = ".shared_stage"   # the name of a shared first stage (scripts/collect_results.py skips it)
 BRANCHES = ("without_rsg", "with_rsg")
@@ -74,11 +74,6 @@ def check_pair(with_config: str, without_config: str, overrides: list) -> int:
     return threshold
 
 
-def finished(folder: str, epochs: int) -> bool:
-    epoch = last_epoch(folder)
-    return epoch is not None and epoch + 1 >= epochs
-
-
 def pair_commands(with_config: str, without_config: str, seed: int, output_root: str, overrides: list,
                   gpus: int = 1) -> list:
     """The train.py commands still to run for one seed, in order (shared stage, w/o, w/)."""
@@ -88,13 +83,13 @@ def pair_commands(with_config: str, without_config: str, seed: int, output_root:
     shared_checkpoint = os.path.join(folders["shared"], "threshold.pt")
     train = train_launcher(gpus)
     commands = []
-    if not finished(folders["shared"], threshold):
+    if not run_finished(folders["shared"], threshold):
         commands.append(train + ["--config", with_config, "--resume", "auto", f"train.seed={seed}",
                                  f"output_dir={folders['shared']}", f"train.epochs={threshold}",
                                  f"name={cfg.name}{SHARED_STAGE_SUFFIX}", *overrides])
     without_extra = ["rsg.enabled=false"] if without_config == with_config else []
     for branch, config, extra in (("without_rsg", without_config, without_extra), ("with_rsg", with_config, [])):
-        if not finished(folders[branch], cfg.train.epochs):
+        if not run_finished(folders[branch], cfg.train.epochs):
             commands.append(train + ["--config", config, "--resume", "auto", "--branch-from", shared_checkpoint,
                                      f"train.seed={seed}", f"output_dir={folders[branch]}", *extra, *overrides])
     return commands

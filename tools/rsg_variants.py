@@ -16,19 +16,16 @@ generated samples beside those of the real rare-class samples they were made fro
 """
 
 import argparse
-import os
 import sys
 from dataclasses import fields
-
 
 import torch
 
 from core.errors import UserError
-
 from engine.exits import reports_user_errors
-from tools.figures import training_batches
 from engine.runtime import seed_everything
 from rsg import RSG, Departures
+from tools.figures import training_batches
 from tools.plot_features import load_training_model
 
 TERMS = {"direction": (True, False, False), "length": (False, True, False), "contrastive": (False, False, True)}
