@@ -15,8 +15,9 @@ The number of a run: CIFAR (runs that evaluate on the test split every epoch): t
 final epoch, the last line of metrics.jsonl (`--epoch best`: the best epoch's, a choice made on the
 test set). Large scale (runs that select best.pt on the validation list): best.pt on the test list,
 from the best.report.json that eval.py --split test writes into the run (scripts/table7-9.sh run
-it), or for runs evaluated before eval.py wrote it, from its best.per_class.csv. Error = 100 - top-1. Only finished runs count; a cell with fewer finished seeds than asked
-says so ("2/3 seeds"); the standard deviation is the sample one (n - 1), shown from two seeds on.
+it), or for runs evaluated before eval.py wrote it, from its best.per_class.csv. Error = 100 - top-1.
+Only finished runs count; a cell with fewer finished seeds than asked says so ("2/3 seeds"); the
+standard deviation is the sample one (n - 1), shown from two seeds on.
 """
 
 from __future__ import annotations
