@@ -26,7 +26,7 @@ def scan_image_folder(split_root: str) -> Tuple[List[str], List[int], List[str]]
     """
     if not os.path.isdir(split_root):
         raise UserError(f"image folder {split_root} does not exist; expected the layout {EXPECTED_LAYOUT}")
-    classes = _class_folders(split_root)
+    classes = class_folders(split_root)
     if not classes:
         raise UserError(f"{split_root} has no class subfolders; expected the layout {EXPECTED_LAYOUT}")
     paths: List[str] = []
@@ -43,8 +43,8 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _class_folders(split_root: str) -> List[str]:
-    """Sorted names of the visible subfolders of split_root."""
+def class_folders(split_root: str) -> List[str]:
+    """Sorted names of the visible subfolders of split_root: the classes, index i naming class i."""
     return sorted(name for name in os.listdir(split_root)
                   if not _is_hidden(name) and os.path.isdir(os.path.join(split_root, name)))
 

@@ -1,7 +1,8 @@
-"""DATASETS: data.name -> loader(data_cfg, eval_split, train_transform, eval_transform), which returns
-(the whole training split, the evaluation split). Each loader is registered beside its code:
-data/builder.py (CIFAR, digits, image folders), data/split_lists.py (ImageNet-LT, Places-LT,
-iNaturalist 2018, split_list).
+"""DATASETS: data.name -> loader(data_cfg, eval_split, train_transform, eval_transform, with_train=True),
+which returns (the whole training split, the evaluation split); with_train=False returns (None, the
+evaluation split) and reads of the training split only what the evaluation split needs (eval.py).
+Each loader is registered beside its code: data/builder.py (CIFAR, digits, image folders),
+data/split_lists.py (ImageNet-LT, Places-LT, iNaturalist 2018, split_list).
 
 Facts a registration states, read by the config and the builder without loading anything:
   split_lists   reads 'path label' list files (data.train_list ...; has a val split)

@@ -106,26 +106,37 @@ def read_split(path: str) -> SplitList:
 
 def read_list_file(path: str) -> SplitList:
     """Lines 'relative/path.jpg <int label>' (the path may hold spaces; blank lines are skipped)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not a UTF-8 text list ({error}); expected lines "
-                        f"'relative/path.jpg <label>'") from None
     paths, labels, numbers = [], [], []
-    for number, line in enumerate(lines, start=1):
-        fields = line.strip().rsplit(None, 1)
-        if not fields:
-            continue
-        label = _integer(fields[1]) if len(fields) == 2 else None
-        if label is None:
-            raise UserError(f"{path}:{number}: expected 'relative/path.jpg <integer label>', got {line.strip()!r}")
-        paths.append(fields[0])
+    for number, relative, label in list_entries(path):
+        paths.append(relative)
         labels.append(label)
         numbers.append(number)
     if not paths:
         raise UserError(f"{path} lists no image; expected lines 'relative/path.jpg <integer label>'")
     return SplitList(paths, np.asarray(labels, dtype=np.int64), ListOrigin(path, np.asarray(numbers, dtype=np.int64)))
+
+
+def list_entries(path: str):
+    """(line number, relative path, label) of each listed image, read lazily, so that a reader that
+    needs only the first lines (eval.py's class names) stops there. Lines are split as
+    str.splitlines splits the whole text, so the numbers are the editor's line numbers."""
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for physical in f:
+                for line in physical.splitlines():
+                    number += 1
+                    fields = line.strip().rsplit(None, 1)
+                    if not fields:
+                        continue
+                    label = _integer(fields[1]) if len(fields) == 2 else None
+                    if label is None:
+                        raise UserError(f"{path}:{number}: expected 'relative/path.jpg <integer label>', got "
+                                        f"{line.strip()!r}")
+                    yield number, fields[0], label
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not a UTF-8 text list ({error}); expected lines "
+                        f"'relative/path.jpg <label>'") from None
 
 
 def _integer(text: str) -> Optional[int]:
@@ -222,34 +233,68 @@ def check_root(split: SplitList, root: str, dataset_name: str) -> None:
 # Datasets
 
 
-def resolve_num_classes(data_cfg, train: SplitList) -> tuple[int, str]:
-    """(C, how it was chosen): data.num_classes, else the dataset's standard count, else inferred."""
+def configured_num_classes(data_cfg) -> Optional[tuple[int, str]]:
+    """(C, how it was chosen) from data.num_classes or the dataset's standard count; None when C is
+    to be inferred from the training list."""
     standard = STANDARD_SPLITS[data_cfg.name].num_classes
     if data_cfg.num_classes:
         return data_cfg.num_classes, f"data.num_classes is {data_cfg.num_classes}"
     if data_cfg.num_classes is None and standard is not None:
         return standard, (f"{STANDARD_SPLITS[data_cfg.name].title} has {standard} classes; set data.num_classes "
                           f"(0 = infer from the training list)")
+    return None
+
+
+def resolve_num_classes(data_cfg, train: SplitList) -> tuple[int, str]:
+    """(C, how it was chosen): data.num_classes, else the dataset's standard count, else inferred."""
+    configured = configured_num_classes(data_cfg)
+    if configured is not None:
+        return configured
     inferred = int(train.labels.max()) + 1
     return inferred, f"the training list {train.origin.source} has labels 0..{inferred - 1}"
 
 
-def class_names(train: SplitList, num_classes: int) -> list:
-    """Each class's name: the JSON's category name, else the folder of its first training image
-    (ImageNet's wnid, Places' scene), else its index."""
-    names = [str(c) for c in range(num_classes)]
+def class_names(entries, num_classes: int, names: Optional[dict] = None) -> list:
+    """Each class's name from (path, label) training entries: the JSON's category name (`names`),
+    else the folder of its first training image (ImageNet's wnid, Places' scene), else its index.
+    Stops reading `entries` once every class is named."""
+    names = names or {}
+    result = [str(c) for c in range(num_classes)]
     named = set()
-    for path, label in zip(train.paths, train.labels.tolist()):
-        if label not in named:
+    for path, label in entries:
+        if 0 <= label < num_classes and label not in named:
             named.add(label)
-            names[label] = train.names.get(label) or os.path.basename(os.path.dirname(path)) or str(label)
+            result[label] = names.get(label) or os.path.basename(os.path.dirname(path)) or str(label)
             if len(named) == num_classes:
                 break
-    return names
+    return result
 
 
-def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_transform):
-    """(train, evaluation) FileDatasets of the lists; evaluation is the `eval_split` split."""
+def training_classes(data_cfg) -> tuple[int, str, list]:
+    """(C, how it was chosen, class names) from the training list, read only as far as these need:
+    whole when C is inferred from it (or it is iNaturalist's JSON), else until every class is named.
+    For evaluation, where the training counts come from the checkpoint."""
+    path = list_file(data_cfg, "train")
+    configured = configured_num_classes(data_cfg)
+    if configured is None or path.lower().endswith(".json"):
+        train = read_split(path)
+        num_classes, how = resolve_num_classes(data_cfg, train)
+        return num_classes, how, class_names(zip(train.paths, train.labels.tolist()), num_classes, train.names)
+    entries = ((relative, label) for _, relative, label in list_entries(path))
+    return (*configured, class_names(entries, configured[0]))
+
+
+def file_dataset(data_cfg, split: SplitList, transform, classes) -> FileDataset:
+    paths = [os.path.join(data_cfg.root, path) for path in split.paths]
+    return FileDataset(paths, split.labels, transform, classes, decoder=data_cfg.decoder,
+                       skip_corrupt=data_cfg.skip_corrupt, origin=split.origin)
+
+
+def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_transform, with_train=True):
+    """(train, evaluation) FileDatasets of the lists; evaluation is the `eval_split` split.
+    with_train=False: (None, evaluation), the training list read only for the classes."""
+    if not with_train:
+        return None, load_evaluation_split(data_cfg, eval_split, eval_transform)
     train = read_split(list_file(data_cfg, "train"))
     num_classes, how = resolve_num_classes(data_cfg, train)
     check_labels(train, num_classes, how)
@@ -258,14 +303,18 @@ def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_tr
     check_labels(evaluation, num_classes, how)
     for split in (train, evaluation):
         check_root(split, data_cfg.root, data_cfg.name)
-    classes = class_names(train, num_classes)
+    classes = class_names(zip(train.paths, train.labels.tolist()), num_classes, train.names)
+    return file_dataset(data_cfg, train, train_transform, classes), file_dataset(data_cfg, evaluation,
+                                                                                 eval_transform, classes)
 
-    def dataset(split: SplitList, transform) -> FileDataset:
-        paths = [os.path.join(data_cfg.root, path) for path in split.paths]
-        return FileDataset(paths, split.labels, transform, classes, decoder=data_cfg.decoder,
-                           skip_corrupt=data_cfg.skip_corrupt, origin=split.origin)
 
-    return dataset(train, train_transform), dataset(evaluation, eval_transform)
+def load_evaluation_split(data_cfg, split_name: str, transform) -> FileDataset:
+    """The `split_name` list alone, checked as in training (labels in 0..C-1, data.root)."""
+    num_classes, how, classes = training_classes(data_cfg)
+    evaluation = read_split(list_file(data_cfg, split_name))
+    check_labels(evaluation, num_classes, how)
+    check_root(evaluation, data_cfg.root, data_cfg.name)
+    return file_dataset(data_cfg, evaluation, transform, classes)
 
 
 for _name in STANDARD_SPLITS:

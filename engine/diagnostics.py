@@ -114,9 +114,9 @@ def center_use(values: dict) -> dict:
     return {"centers_used": used, "centers_argmax": argmax_used}
 
 
-def test_per_class(report: dict) -> list:
+def test_per_class(per_class: list) -> list:
     """Per-class test accuracies (%) for metrics.jsonl: None for a class without test images."""
-    return [None if value != value else round(value, 4) for value in report["per_class"]]  # NaN -> None
+    return [None if value != value else round(value, 4) for value in per_class]  # NaN -> None
 
 
 def log_extras(writer, record: dict) -> None:

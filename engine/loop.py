@@ -1,4 +1,4 @@
-"""The training step, one epoch of training, and evaluation: plain loops, no hooks.
+"""The training step and one epoch of training: plain loops, no hooks (evaluation: engine/evaluation.py).
 
 Algorithm 1 of the paper reads off `train_one_epoch`: the model (backbone + RSG + head) returns the
 classification logits of the real and generated samples, their targets, and RSG's losses; the
@@ -14,15 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from engine.diagnostics import DiagnosticsSums
-from engine.distributed import all_reduce_sum, broadcast_flag, gather_uneven
-from engine.runtime import Precision
+from engine.distributed import all_reduce_sum, broadcast_flag
+from engine.runtime import FULL_PRECISION
 
-FULL_PRECISION = Precision("none", torch.device("cpu"))  # float32: no autocast, no scaler
 
 class NonFiniteLoss(RuntimeError):
     def __init__(self, epoch: int, step: int, value: float):
@@ -198,39 +196,3 @@ def logged_values(losses: dict, loss_sum: torch.Tensor, epoch: int, step: int) -
     numbers = torch.stack([loss_sum.float()] + [losses[name].float() for name in names]).tolist()
     raise_if_not_finite(numbers[0], epoch, step)
     return dict(zip(names, numbers[1:]))
-
-
-def predict(model, loader, device, progress=False, precision=None):
-    """Predicted and true labels (N,) over a loader, with the model in evaluation mode.
-
-    Under torchrun each rank predicts its shard (data/samplers.py ShardSampler) and the shards are
-    gathered unpadded, so every image is counted once; every rank returns the whole result.
-    """
-    predictions, labels = _forward_all(model, loader, device, progress, precision, lambda z: z.argmax(dim=1))
-    return predictions.cpu().numpy(), labels
-
-
-def predict_logits(model, loader, device, progress=False, precision=None):
-    """float32 logits (N, C) on the CPU and true labels (N,), gathered like `predict`'s: for the
-    evaluation-time corrections of engine/posthoc.py, which need more than the argmax."""
-    logits, labels = _forward_all(model, loader, device, progress, precision, lambda z: z.float())
-    return logits.cpu(), labels
-
-
-@torch.no_grad()
-def _forward_all(model, loader, device, progress, precision, keep):
-    """keep(logits) of every batch, concatenated and gathered over ranks; labels as int64 numpy."""
-    model.eval()
-    precision = precision or FULL_PRECISION
-    kept, labels = [], []
-    for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        with precision.autocast():
-            logits, _, _ = model(images.to(device, non_blocking=True))
-        kept.append(keep(logits))
-        labels.append(targets.to(device))
-    if not kept:
-        return torch.zeros(0, dtype=torch.long, device=device), np.zeros(0, dtype=np.int64)
-    kept, labels = torch.cat(kept), torch.cat(labels)
-    row = kept.shape[1:]
-    kept = gather_uneven(kept.reshape(-1)).reshape(-1, *row)      # gather_uneven takes 1-D tensors
-    return kept, gather_uneven(labels.long()).cpu().numpy().astype(np.int64)

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from engine.loop import predict_logits
 from engine.metrics import SHOT_GROUPS, accuracy_report
 from losses.logit_adjusted import log_prior
 
@@ -92,13 +91,14 @@ def summary(reports: dict) -> dict:
     return {f"{tau:g}": {k: reports[tau][k] for k in ("top1",) + SHOT_GROUPS} for tau in reports}
 
 
-def corrected_report(correction: Correction, model, loader, device, train_counts, split: str, precision=None,
+def corrected_report(correction: Correction, logits: torch.Tensor, targets: np.ndarray, train_counts, split: str,
                      chosen_tau: Optional[float] = None, fixed_tau: float = 1.0) -> dict:
-    """The report at the chosen tau, plus `posthoc`: the kind, the tau, how it was chosen, every tau.
+    """The accuracy report at the chosen tau, plus `posthoc`: the kind, the tau, how it was chosen,
+    every tau; and `by_tau_reports`, every tau's whole report. A function of the logits of one
+    forward pass (engine/evaluation.py makes it), so the grid costs no second pass.
 
     chosen_tau given: use it (chosen on the val split before); else on `split` == val: the best of
     the grid; else `fixed_tau` (eval.tau)."""
-    logits, targets = predict_logits(model, loader, device, precision=precision)
     reports = grid_reports(correction, logits, targets, train_counts)
     if chosen_tau is not None:
         tau, how = chosen_tau, "on the val split"

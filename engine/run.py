@@ -20,17 +20,16 @@ from data.builder import build_datasets
 from data.datasets import check_files_exist, log_unreadable, take_unreadable
 from data.device_loader import DeviceLoader
 from data.imbalance import class_counts
-from data.samplers import RankSlice, ShardSampler, build_sampler
+from data.samplers import RankSlice, build_sampler
 from engine.branch import check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint, load_checkpoint,
                                load_model_weights, save_checkpoint)
 from engine.config import config_differences, config_to_dict, flatten, save_config
 from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed, shutdown
+from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
 from engine.exits import PeerStopped, lost_a_peer
-from engine.loop import NonFiniteLoss, StopRequest, predict, train_one_epoch
-from engine.metrics import accuracy_report, format_group_table
-from engine.posthoc import build_correction, corrected_report, format_tau_table
+from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
 from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
                                remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
@@ -59,34 +58,25 @@ def build_loaders(cfg, train_set, test_set, device, ctx=None):
     """Training and evaluation loaders, the training sampler and the workers' seed generator.
 
     Under torchrun each rank reads its part of every global batch (RankSlice) and its own shard
-    of the evaluation set (ShardSampler). `data.loader: device` keeps the images on `device`.
+    of the evaluation set (build_eval_loader, as eval.py's). `data.loader: device` keeps the images
+    on `device`.
     """
     ctx = ctx or DistributedContext()
     batch = rank_batch_size(cfg, ctx.world_size)
     sampler = build_sampler(cfg.data, train_set.targets, cfg.train.seed)   # data.sampler: shuffle or drs
-    eval_sampler = None
     if ctx.world_size > 1:
         sampler = RankSlice(sampler, ctx.rank, ctx.world_size, batch)
-        eval_sampler = ShardSampler(len(test_set), ctx.rank, ctx.world_size)
     generator = torch.Generator()
+    test_loader = build_eval_loader(cfg, test_set, device, ctx)
     if cfg.data.loader == "device":
-        return build_device_loaders(cfg, train_set, test_set, device, sampler, eval_sampler, batch) + (generator,)
-    pin = device.type == "cuda"
+        train_loader = DeviceLoader(train_set, batch, device, train=True, sampler=sampler,
+                                    crop_size=cfg.data.image_size, padding=cfg.data.crop_padding,
+                                    hflip=cfg.data.hflip, mean=cfg.data.mean, std=cfg.data.std)
+        return train_loader, test_loader, sampler, generator
     train_loader = DataLoader(train_set, batch, sampler=sampler, drop_last=True,
-                              num_workers=cfg.data.num_workers, pin_memory=pin, generator=generator,
-                              persistent_workers=False)
-    test_loader = DataLoader(test_set, cfg.data.eval_batch_size, sampler=eval_sampler, shuffle=False,
-                             num_workers=cfg.data.num_workers, pin_memory=pin)
+                              num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                              generator=generator, persistent_workers=False)
     return train_loader, test_loader, sampler, generator
-
-
-def build_device_loaders(cfg, train_set, test_set, device, sampler, eval_sampler, batch):
-    options = dict(mean=cfg.data.mean, std=cfg.data.std)
-    train_loader = DeviceLoader(train_set, batch, device, train=True, sampler=sampler, crop_size=cfg.data.image_size,
-                                padding=cfg.data.crop_padding, hflip=cfg.data.hflip, **options)
-    test_loader = DeviceLoader(test_set, cfg.data.eval_batch_size, device, train=False, sampler=eval_sampler,
-                               **options)
-    return train_loader, test_loader, sampler
 
 
 def build_optimizer(cfg, model):
@@ -130,7 +120,7 @@ class MetricsLog:
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def hparams(self, config: dict, report: dict) -> None:
+    def hparams(self, config: dict, report: EvaluationReport) -> None:
         """The run's config keys and final metrics in TensorBoard's HPARAMS tab, where runs compare
         side by side. TensorBoard takes scalars and strings only: lists go in as text. Written into
         this writer's event file (what add_hparams(run_name=".") does through a second file)."""
@@ -138,7 +128,7 @@ class MetricsLog:
 
         values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
                   for key, value in flatten(config).items()}
-        metrics = {f"hparams/{k}": report[k] for k in ("top1", "many", "medium", "few") if report.get(k) is not None}
+        metrics = {f"hparams/{k}": value for k, value in report.groups().items() if value is not None}
         for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
         for name, value in metrics.items():
@@ -173,13 +163,10 @@ class Run:
     metrics_log: Optional[MetricsLog] = None
 
 
-def evaluate(run: Run) -> dict:
-    correction = build_correction(run.cfg, run.model, run.counts)     # eval.posthoc (issue 14)
-    if correction is not None:
-        return corrected_report(correction, run.model, run.test_loader, run.device, run.counts,
-                                run.cfg.data.eval_split, run.precision, fixed_tau=run.cfg.eval.tau)
-    predictions, targets = predict(run.model, run.test_loader, run.device, precision=run.precision)
-    return accuracy_report(predictions, targets, run.counts)
+def evaluate(run: Run) -> EvaluationReport:
+    """The run's model on data.eval_split, computed as eval.py computes a checkpoint's figures."""
+    evaluator = Evaluator(run.cfg, run.model, run.device, run.counts, run.precision)
+    return evaluator.report(run.test_loader, run.cfg.data.eval_split)
 
 
 def checkpoint_state(run: Run, epoch: int, step: int, best: dict, record: Optional[dict] = None) -> dict:
@@ -264,11 +251,12 @@ def build_run(cfg, ctx: DistributedContext, device: torch.device, resuming: bool
                generator)
 
 
-def fit(cfg, resume=None, overwrite=False, branch_from=None) -> dict:
+def fit(cfg, resume=None, overwrite=False, branch_from=None) -> Optional[EvaluationReport]:
     """Train as configured, in one process or as one rank of a torchrun job; returns the last
-    evaluation report (the same on every rank). `resume`: 'auto' or a checkpoint path;
-    `overwrite`: replace the run already in cfg.output_dir (engine/run_folder.py); `branch_from`:
-    a checkpoint of another run to continue from into this run's folder (engine/branch.py)."""
+    evaluation's report (the same on every rank), None when nothing was evaluated. `resume`: 'auto'
+    or a checkpoint path; `overwrite`: replace the run already in cfg.output_dir
+    (engine/run_folder.py); `branch_from`: a checkpoint of another run to continue from into this
+    run's folder (engine/branch.py)."""
     ctx, device = init_distributed(cfg.train.device)
     device = device or resolve_device(cfg.train.device)
     lock = RunFolderLock(cfg.output_dir)
@@ -276,11 +264,11 @@ def fit(cfg, resume=None, overwrite=False, branch_from=None) -> dict:
         setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
         run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
         if run is None:
-            return {}
+            return None
         with ending_reported(run), StopRequest() as stop:
             if cfg.stage.name == "tau_norm":
                 return evaluate_only(run)
-            best, report = start.best, {}
+            best, report = start.best, None
             if start.pending:
                 best = complete_pending_epoch(run, start.pending, best)
             for epoch in range(start.epoch, cfg.train.epochs):
@@ -291,7 +279,8 @@ def fit(cfg, resume=None, overwrite=False, branch_from=None) -> dict:
                     stop_now(run, stop, epoch, result.interrupted_at_step, best)
                 record = epoch_record(run, epoch, lr, result, start.step, time.time() - started)
                 start.step = 0
-                best, report = close_epoch(run, record, best, stop)
+                best, evaluated = close_epoch(run, record, best, stop)
+                report = evaluated if evaluated is not None else report
             return finish_training(run, best, report)
     finally:
         lock.release()
@@ -516,13 +505,13 @@ def evaluate_into(run: Run, record: dict, best: dict) -> dict:
     save best.pt if they are the best so far; returns the best."""
     report = evaluate(run)
     record["report"] = report          # dropped before the record is written
-    record[run.cfg.data.eval_split] = {k: report[k] for k in ("top1", "many", "medium", "few")}
-    if "posthoc" in report:      # the tau reported, how it was chosen, and every tau
-        record["posthoc"] = report["posthoc"]
-    record[f"{run.cfg.data.eval_split}_per_class"] = test_per_class(report)   # for the per-class figure
+    record[run.cfg.data.eval_split] = report.groups()
+    if report.posthoc is not None:      # the tau reported, how it was chosen, and every tau
+        record["posthoc"] = report.posthoc
+    record[f"{run.cfg.data.eval_split}_per_class"] = test_per_class(report.per_class)   # for the per-class figure
     report_unreadable_over_ranks(run, [run.test_set], f"evaluation after epoch {record['epoch']}")
-    if report["top1"] > best["top1"]:
-        best = {"top1": report["top1"], "epoch": record["epoch"]}
+    if report.top1 > best["top1"]:
+        best = {"top1": report.top1, "epoch": record["epoch"]}
         save(run, "best.pt", record["epoch"] + 1, 0, best)
     return best
 
@@ -544,8 +533,8 @@ def epoch_record(run: Run, epoch: int, lr: float, result, start_step: int, secon
 
 
 def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
-    """Save, evaluate when due, keep threshold.pt, log; returns (best, the evaluation report or {})."""
-    cfg, epoch, report = run.cfg, record["epoch"], {}
+    """Save, evaluate when due, keep threshold.pt, log; returns (best, the evaluation report or None)."""
+    cfg, epoch, report = run.cfg, record["epoch"], None
     report_unreadable_over_ranks(run, [run.train_set], f"epoch {epoch}")
     # The epoch's training is saved before its evaluation: a bad evaluation image costs no training.
     save(run, "last.pt", epoch + 1, 0, best, record)
@@ -562,18 +551,17 @@ def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
     return best, report
 
 
-def finish_training(run: Run, best: dict, report: dict) -> dict:
+def finish_training(run: Run, best: dict, report: Optional[EvaluationReport]) -> Optional[EvaluationReport]:
     barrier()
-    if report and run.metrics_log is not None:
+    if report is not None and run.metrics_log is not None:
         run.metrics_log.hparams(config_to_dict(run.cfg), report)
-    if report:
-        log.info(format_group_table(report, f"{run.cfg.data.eval_split} accuracy (%) after epoch "
-                                            f"{run.cfg.train.epochs - 1}, best top-1 {best['top1']:.2f} at "
-                                            f"epoch {best['epoch']}"))
+    if report is not None:
+        log.info(report.table(f"{run.cfg.data.eval_split} accuracy (%) after epoch {run.cfg.train.epochs - 1}, "
+                              f"best top-1 {best['top1']:.2f} at epoch {best['epoch']}"))
     return report
 
 
-def evaluate_only(run: Run) -> dict:
+def evaluate_only(run: Run) -> EvaluationReport:
     """stage.name=tau_norm trains nothing: one evaluation over the tau grid, recorded as epoch 0 of
     train.epochs = 1 (so the table tools see a finished run), saved as last.pt and best.pt."""
     record = {"epoch": 0, "lr": 0.0, "train": {}, "seconds": 0.0}
@@ -583,8 +571,8 @@ def evaluate_only(run: Run) -> dict:
     save(run, "last.pt", 1, 0, best, record)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
-    log.info("\n%s", format_tau_table(report["posthoc"], f"{run.cfg.data.eval_split} accuracy (%) of the parent "
-                                                          f"{run.cfg.stage.parent}, tau-normalised"))
+    log.info("\n%s", report.table(f"{run.cfg.data.eval_split} accuracy (%) of the parent {run.cfg.stage.parent}, "
+                                  f"tau-normalised at tau {report.posthoc['tau']:g}"))
     return report
 
 

@@ -26,15 +26,17 @@ import yaml
 from core.errors import UserError
 
 LOCK_NAME = ".lock"
-# What train.py writes; eval.py's per-class CSVs beside the checkpoints describe them too.
+# What train.py writes; eval.py's per-class CSVs and JSON reports beside the checkpoints describe
+# them too (a report left from a replaced run would pass for the new run's in the collector).
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train.log", "tensorboard")
-EVALUATION_FILES = "*.per_class.csv"
+EVALUATION_FILES = ("*.per_class.csv", "*.report.json")
 
 
 def run_files(folder: str) -> list[str]:
-    """The run files present in `folder` (names), in RUN_FILES order, then eval.py's CSVs."""
+    """The run files present in `folder` (names), in RUN_FILES order, then eval.py's files."""
     present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
-    return present + sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, EVALUATION_FILES)))
+    return present + sorted(os.path.basename(p) for pattern in EVALUATION_FILES
+                            for p in glob.glob(os.path.join(folder, pattern)))
 
 
 def folder_state(folder: str) -> tuple:

@@ -108,6 +108,9 @@ class Precision:
             self.scaler.load_state_dict(state)
 
 
+FULL_PRECISION = Precision("none", torch.device("cpu"))  # float32: no autocast, no scaler
+
+
 class PhaseAwareDDP:
     """DistributedDataParallel that follows RSG's phases without a find-unused-parameters pass.
 

@@ -16,11 +16,11 @@ import sys
 import torch
 
 import engine.run as engine_run
-from data.samplers import ShardSampler
 from engine.config import load_config
 from engine.distributed import init_distributed, shutdown
+from engine.evaluation import build_eval_loader, predict
 from engine.exits import reports_user_errors
-from engine.loop import loss_weights, predict, training_step
+from engine.loop import loss_weights, training_step
 from engine.runtime import resolve_device
 
 ODD_TEST_SIZE = 299
@@ -52,12 +52,12 @@ def one_step(cfg, out):
     training_step(run.ddp.for_current_phase(), run.criterion, run.optimizer, images, targets, None,
                   loss_weights(run.cfg))
     test_set = run.test_set.subset(list(range(ODD_TEST_SIZE)))
-    sampler = ShardSampler(len(test_set), ctx.rank, ctx.world_size) if ctx.world_size > 1 else None
-    loader = torch.utils.data.DataLoader(test_set, 64, sampler=sampler)
+    loader = build_eval_loader(cfg, test_set, device, ctx)        # train.py's and eval.py's evaluation loader
     predictions, labels = predict(run.model, loader, device)
     if ctx.is_main:
         torch.save(run.model.state_dict(), os.path.join(out, "weights.pt"))
-        torch.save({"predictions": predictions, "labels": labels, "rank_items": len(sampler or test_set)},
+        rank_items = len(loader.sampler) if ctx.world_size > 1 else len(test_set)
+        torch.save({"predictions": predictions, "labels": labels, "rank_items": rank_items},
                    os.path.join(out, "eval.pt"))
     shutdown()
 

@@ -120,25 +120,17 @@ def test_posthoc_logit_adjustment_and_tau_norm_formulas():
     torch.testing.assert_close(at_one, (features @ F.normalize(head.weight, dim=1).t()).float(), rtol=1e-5, atol=1e-5)
 
 
-class FixedLogits(nn.Module):
-    """A 'model' whose logits are the input itself (the engine's (logits, targets, losses) form)."""
-
-    def forward(self, x, targets=None):
-        return x, targets, {}
-
-
 def test_tau_is_chosen_on_val_and_fixed_without_val():
     # z - tau log(pi): class 0 gains 0.37 tau, rare class 4 gains 4.97 tau. Rows of class 4 need
     # tau >= ~0.11, rows of class 0 need tau <= ~0.65: only tau = 0.5 of the grid gets both right.
     logits = torch.tensor([[2.0, 0, 0, 0, 1.5]] * 4 + [[2.0, 0, 0, 0, -1.0]] * 4)
-    targets = torch.tensor([4] * 4 + [0] * 4)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(logits, targets), batch_size=3)
+    targets = np.array([4] * 4 + [0] * 4)
     log_prior = torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
     correction = Correction("logit_adjust", (0.0, 0.5, 1.0), log_prior=log_prior)
-    on_val = corrected_report(correction, FixedLogits(), loader, "cpu", COUNTS, "val")
+    on_val = corrected_report(correction, logits, targets, COUNTS, "val")
     assert on_val["posthoc"]["tau"] == 0.5 and on_val["top1"] == 100.0
     assert on_val["posthoc"]["by_tau"]["0"]["top1"] == 50.0
-    fixed = corrected_report(correction, FixedLogits(), loader, "cpu", COUNTS, "test", fixed_tau=0.0)
+    fixed = corrected_report(correction, logits, targets, COUNTS, "test", fixed_tau=0.0)
     assert fixed["posthoc"]["tau"] == 0.0 and fixed["top1"] == 50.0 and "fixed" in fixed["posthoc"]["chosen"]
     assert set(fixed["posthoc"]["by_tau"]) == {"0", "0.5", "1"}
     assert best_tau({0.0: {"top1": 1.0}, 1.0: {"top1": 3.0}, 2.0: {"top1": 3.0}}) == 1.0
@@ -282,7 +274,7 @@ def test_stage_records_its_parent_and_refuses_a_replaced_one(first_stage, tmp_pa
 
     path = stage_config(tmp_path, first_stage, "crt", train={"epochs": 1})
     report = fit(load_config(path))
-    assert 0 <= report["top1"] <= 100
+    assert 0 <= report.top1 <= 100
     folder = tmp_path / "crt"
     with open(first_stage, "rb") as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
@@ -378,7 +370,7 @@ def test_a_logit_adjusted_loss_trains_with_rsg_and_drw(tmp_path):
         report = fit(config_from_dict(tree))
         lines = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
         assert lines[-1]["train"]["generated_per_step"] > 0             # RSG generated in epoch 1
-        assert math.isfinite(lines[-1]["train"]["loss_total"]) and report["posthoc"]["tau"] == 1.0
+        assert math.isfinite(lines[-1]["train"]["loss_total"]) and report.posthoc["tau"] == 1.0
 
 
 def test_imagenet_lt_tau_norm_chooses_tau_on_val_and_eval_applies_it_to_test(tmp_path, capsys):

@@ -93,7 +93,7 @@ def test_branch_without_rsg_keeps_the_backbone_and_trains(parent):
     assert last["epoch"] == 4 and not any(key.startswith("rsg.") for key in last["model"])
     moved = [k for k in last["model"] if last["model"][k].is_floating_point()
              and not torch.equal(last["model"][k], state["model"][k])]
-    assert len(moved) > 10 and 0 <= report["top1"] <= 100
+    assert len(moved) > 10 and 0 <= report.top1 <= 100
     records = read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))
     assert records[-1]["epoch"] == 3 and records[-1]["train"]["generated_per_step"] == 0
     assert json.load(open(os.path.join(cfg.output_dir, BRANCH_FILE)))["changed"] == {"rsg.enabled": [True, False]}

@@ -11,8 +11,7 @@ import yaml
 import train as train_script
 from conftest import ROOT, error_lines, run_script
 from core.errors import UserError
-from engine.config import (REGISTRIES, Config, config_from_dict, config_to_dict, dump_config,
-                           load_config)
+from engine.config import REGISTRIES, Config, config_from_dict, config_to_dict, dump_config, load_config
 
 CONFIG_FILES = sorted(
     os.path.relpath(path, ROOT)

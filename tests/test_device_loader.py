@@ -99,4 +99,4 @@ def test_a_short_training_run_through_the_device_loader_with_rsg_and_drs(make_ti
     assert [r["epoch"] for r in records] == [0, 1]
     assert records[0]["train"]["generated_per_step"] == 0 < records[1]["train"]["generated_per_step"]
     assert all(np.isfinite(r["train"]["loss_total"]) for r in records)
-    assert sum(1 for value in report["per_class"] if value == value) == 10   # every test class evaluated
+    assert sum(1 for value in report.per_class if value == value) == 10   # every test class evaluated

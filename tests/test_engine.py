@@ -177,7 +177,7 @@ def test_resume_gives_identical_metrics(resumed_runs):
         for key in ("loss_cls", "loss_cesc", "loss_mv", "loss_total", "accuracy", "generated_per_step"):
             assert a["train"][key] == b["train"][key], (a["epoch"], key)
         assert a["test"] == b["test"]
-    assert resumed_runs["full_report"]["per_class"] == resumed_runs["split_report"]["per_class"]
+    assert resumed_runs["full_report"].per_class == resumed_runs["split_report"].per_class
 
 
 def test_metrics_jsonl_one_line_per_epoch(resumed_runs):

@@ -3,7 +3,6 @@ every reader; the decoders' equivalence itself is tested in test_split_lists.py.
 
 from __future__ import annotations
 
-
 import torch
 
 from tools import benchmark_loading

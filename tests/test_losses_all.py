@@ -304,7 +304,7 @@ def test_two_epoch_run_per_loss(run, tmp_path, restore_torch_globals):
     tree = tiny_config_dict(tmp_path / run, data=data, loss=sections["loss"],
                             rsg={"contrastive_channels": 8, "threshold_epoch": 1}, train={"epochs": 2})
     report = fit(config_from_dict(tree))
-    assert 0 <= report["top1"] <= 100
+    assert 0 <= report.top1 <= 100
     with open(os.path.join(tmp_path, run, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     assert [r["epoch"] for r in records] == [0, 1]

@@ -61,7 +61,7 @@ def test_a_toy_backbone_and_loss_train_with_rsg(tmp_path, toy_registrations):
     cfg = load_config(write_config(tmp_path / "toy.yaml", tree))
     assert cfg.head_kind == "linear"
     report = fit(cfg)
-    assert 0 <= report["top1"] <= 100
+    assert 0 <= report.top1 <= 100
     records = read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))
     assert [r["epoch"] for r in records] == [0, 1]
     assert records[-1]["train"]["generated_per_step"] > 0   # RSG generated at the input of ToyNet.body

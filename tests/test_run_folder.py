@@ -216,13 +216,13 @@ def test_eval_refuses_a_dataset_with_other_classes_in_one_line_without_a_csv(fin
 
 
 def test_the_per_class_csv_is_written_atomically(tmp_path):
-    from engine.evaluation import write_per_class_csv
+    from engine.evaluation import EvaluationReport, write_per_class_csv
 
     path = tmp_path / "x.csv"
     path.write_text("previous\n")
-    report = {"per_class": [50.0, 60.0, 70.0], "test_counts": [1, 1, 1]}
+    report = EvaluationReport("test", 60.0, None, 60.0, None, [50.0, 60.0, 70.0], [1, 1, 1], [30, 20, 10])
     with pytest.raises(IndexError):            # the third class name is missing: a failure mid-write
-        write_per_class_csv(str(path), report, [30, 20, 10], ["a", "b"])
+        write_per_class_csv(str(path), report, ["a", "b"])
     assert path.read_text() == "previous\n"
     assert os.listdir(tmp_path) == ["x.csv"]
 

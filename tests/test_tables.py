@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT, SCRIPT_ENV
 from engine.config import load_config, save_config
-from engine.evaluation import write_per_class_csv
+from engine.evaluation import EvaluationReport, write_per_class_csv
 from engine.metrics import accuracy_report
 from tools import collect_results as collector
 from tools.paper_tables import TABLES, get_table, run_dir
@@ -260,25 +260,50 @@ def test_collector_marks_runs_that_differ_from_their_config(tmp_path, capsys):
     assert "40.00 ± 0.00*" in out and "* runs differ from the config in: train.epochs" in out
 
 
-def test_collector_reads_the_test_evaluation_of_large_scale_runs(tmp_path):
-    """Table 8: best.pt's per-class CSV on the test list gives many / medium / few / all exactly as
-    engine.metrics.accuracy_report computes them."""
-    config = "configs/places_lt/resnet152_ldam_drs_rsg.yaml"
-    folder = fake_run(tmp_path / "rsg", config, 0, [99.0])         # the val top-1 of metrics.jsonl is not used
-    rng = np.random.default_rng(0)
-    counts = [300, 150, 101, 100, 60, 20, 19, 5]
-    targets = np.repeat(np.arange(8), [7, 9, 11, 13, 3, 5, 17, 2])
-    predictions = np.where(rng.random(len(targets)) < 0.6, targets, (targets + 1) % 8)
-    report = accuracy_report(predictions, targets, counts)
-    report["test_counts"] = np.bincount(targets, minlength=8).tolist()
-    write_per_class_csv(os.path.join(folder, "best.per_class.csv"), report, counts, [f"c{i}" for i in range(8)])
-    fake_run(tmp_path / "drs", "configs/places_lt/resnet152_ldam_drs.yaml", 0, [99.0])   # not evaluated yet
-    _, _, cells = collect_one(8, str(tmp_path))
+def evaluated_report(counts, per_class_images, seed=0):
+    """An EvaluationReport of random predictions (60 % right) on a test list of `per_class_images`."""
+    rng = np.random.default_rng(seed)
+    targets = np.repeat(np.arange(len(counts)), per_class_images)
+    predictions = np.where(rng.random(len(targets)) < 0.6, targets, (targets + 1) % len(counts))
+    return EvaluationReport.from_accuracy(accuracy_report(predictions, targets, counts), targets, counts, "test")
+
+
+PLACES_COUNTS = [300, 150, 101, 100, 60, 20, 19, 5]
+PLACES_TEST_IMAGES = [7, 9, 11, 13, 3, 5, 17, 2]
+
+
+def check_table8_cells(cells, report):
     for column, key in (("Many", "many"), ("Medium", "medium"), ("Few", "few"), ("All", "top1")):
-        assert cells[("LDAM-DRS-RSG", column)].values[0] == pytest.approx(report[key], abs=1e-9)
+        assert cells[("LDAM-DRS-RSG", column)].values[0] == pytest.approx(getattr(report, key), abs=1e-9)
         assert cells[("LDAM-DRS", column)].n == 0
     assert cells[("LDAM-DRS", "All")].notes == ["seed 0 not evaluated on the test list"]
-    assert cells[("LDAM-DRS-RSG", "All")].diff == pytest.approx(report["top1"] - 39.3)
+    assert cells[("LDAM-DRS-RSG", "All")].diff == pytest.approx(report.top1 - 39.3)
+
+
+def test_collector_reads_the_test_evaluation_of_large_scale_runs_from_the_csv_of_older_runs(tmp_path):
+    """Table 8, a run evaluated before eval.py wrote its JSON report: best.pt's per-class CSV on the
+    test list gives many / medium / few / all exactly as engine.metrics.accuracy_report computes them."""
+    config = "configs/places_lt/resnet152_ldam_drs_rsg.yaml"
+    folder = fake_run(tmp_path / "rsg", config, 0, [99.0])         # the val top-1 of metrics.jsonl is not used
+    report = evaluated_report(PLACES_COUNTS, PLACES_TEST_IMAGES)
+    write_per_class_csv(os.path.join(folder, "best.per_class.csv"), report, [f"c{i}" for i in range(8)])
+    fake_run(tmp_path / "drs", "configs/places_lt/resnet152_ldam_drs.yaml", 0, [99.0])   # not evaluated yet
+    check_table8_cells(collect_one(8, str(tmp_path))[2], report)
+
+
+def test_collector_reads_the_json_report_of_large_scale_runs(tmp_path):
+    """Table 8 from eval.py's best.report.json: its numbers are taken as eval.py computed them, and
+    win over a per-class CSV beside it (here one of other numbers, so that the test tells them apart)."""
+    folder = fake_run(tmp_path / "rsg", "configs/places_lt/resnet152_ldam_drs_rsg.yaml", 0, [99.0])
+    report = evaluated_report(PLACES_COUNTS, PLACES_TEST_IMAGES)
+    with open(os.path.join(folder, "best.report.json"), "w") as f:
+        json.dump(report.to_json(), f)
+    fake_run(tmp_path / "drs", "configs/places_lt/resnet152_ldam_drs.yaml", 0, [99.0])
+    check_table8_cells(collect_one(8, str(tmp_path))[2], report)          # the JSON alone suffices
+    other = evaluated_report(PLACES_COUNTS, PLACES_TEST_IMAGES, seed=3)
+    assert (other.top1, other.many, other.few) != (report.top1, report.many, report.few)
+    write_per_class_csv(os.path.join(folder, "best.per_class.csv"), other, [f"c{i}" for i in range(8)])
+    check_table8_cells(collect_one(8, str(tmp_path))[2], report)
 
 
 def test_reproduction_keeps_the_text_around_the_tables(tmp_path, table6_runs):

@@ -22,8 +22,9 @@ import torch
 from data.builder import build_datasets
 from data.imbalance import class_counts
 from engine.config import load_config
+from engine.evaluation import build_eval_loader, predict
 from engine.exits import reports_user_errors
-from engine.loop import loss_weights, predict, training_step
+from engine.loop import loss_weights, training_step
 from engine.run import build_loaders, build_optimizer, fit
 from engine.runtime import Precision, prepare_model, resolve_device
 from losses import build_loss
@@ -71,10 +72,10 @@ def time_training(cfg, data, device, with_rsg, phase, steps, warmup):
 
 def time_evaluation(cfg, data, device):
     """Evaluation images/s over the whole evaluation split (after one warm-up pass)."""
-    train_set, test_set, counts = data
+    _, test_set, counts = data
     model = prepare_model(build_model(cfg, counts, with_rsg=False, load_pretrained_weights=False).to(device),
                           cfg.train, False, device)
-    _, loader, _, _ = build_loaders(cfg, train_set, test_set, device)
+    loader = build_eval_loader(cfg, test_set, device)
     precision = Precision(cfg.train.amp, device)
     predict(model, loader, device, precision=precision)
     synchronize(device)

@@ -14,9 +14,10 @@ data.root, device, workers...) are listed beside the cell, marked *.
 The number of a run: CIFAR (runs that evaluate on the test split every epoch): the test top-1 of the
 final epoch, the last line of metrics.jsonl (`--epoch best`: the best epoch's, a choice made on the
 test set). Large scale (runs that select best.pt on the validation list): best.pt on the test list,
-from the best.per_class.csv that eval.py --split test writes into the run (scripts/table7-9.sh run
-it). Error = 100 - top-1. Only finished runs count; a cell with fewer finished seeds than asked
-says so ("2/3 seeds"); the standard deviation is the sample one (n - 1), shown from two seeds on.
+from the best.report.json that eval.py --split test writes into the run (scripts/table7-9.sh run
+it), or for runs evaluated before eval.py wrote it, from its best.per_class.csv. Error = 100 - top-1.
+Only finished runs count; a cell with fewer finished seeds than asked says so ("2/3 seeds"); the
+standard deviation is the sample one (n - 1), shown from two seeds on.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from engine.config import config_differences, config_to_dict, load_config
 from engine.metrics import SHOT_GROUPS
 from engine.run_folder import finished_after
 from tools.beyond_tables import BEYOND_TABLES
-from tools.paper_tables import SUBSET_FACET, TABLES, TEST_CSV, Table, get_table, subset_root, table_key
+from tools.paper_tables import SUBSET_FACET, TABLES, TEST_CSV, TEST_REPORT, Table, get_table, subset_root, table_key
 from tools.rsg_pair import SHARED_STAGE_SUFFIX
 
 # Keys that say where and how fast a run ran, not what it trained (engine/branch.py's), the seed (a
@@ -142,6 +143,22 @@ class ConfigIndex:
 # The number of a run
 
 
+def report_from_json(path: str) -> dict:
+    """top1 / many / medium / few of eval.py's JSON report: its own numbers, at full precision."""
+    with open(path) as f:
+        content = json.load(f)
+    return {key: content[key] for key in ("top1",) + SHOT_GROUPS}
+
+
+def evaluated_best_report(folder: str) -> Optional[dict]:
+    """best.pt on the test list: eval.py's JSON report, else (a run evaluated before eval.py wrote
+    one) the numbers worked out again from its per-class CSV; None when not evaluated."""
+    report_path, csv_path = os.path.join(folder, TEST_REPORT), os.path.join(folder, TEST_CSV)
+    if os.path.isfile(report_path):
+        return report_from_json(report_path)
+    return report_from_per_class_csv(csv_path) if os.path.isfile(csv_path) else None
+
+
 def report_from_per_class_csv(path: str) -> dict:
     """top1 / many / medium / few from eval.py's per-class CSV (the same as engine.metrics.accuracy_report:
     correct counts are recovered exactly from the 4-decimal accuracies)."""
@@ -167,8 +184,7 @@ def evaluations(run: RunRecord) -> list[dict]:
 def run_report(run: RunRecord, epoch: str = "final") -> Optional[dict]:
     """The run's test report: top1 / many / medium / few (percent), or None if not available."""
     if run.config["data"].get("eval_split") == "val":   # large scale: best.pt on the test list
-        path = os.path.join(run.folder, TEST_CSV)
-        return report_from_per_class_csv(path) if os.path.isfile(path) else None
+        return evaluated_best_report(run.folder)
     evaluated = evaluations(run)
     if not evaluated:
         return None

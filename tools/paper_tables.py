@@ -19,7 +19,7 @@ rho = 50 in Tables 1, 3, 5 and 6, trains once). Finished runs are skipped, inter
 Ctrl-C stops every run with its checkpoint saved. The last lines say what finished, failed and is
 left; the exit status is 0 only when every run finished. The large-scale tables (7-9) select best.pt on the validation list; after
 training, `eval.py --checkpoint <run>/best.pt --split test` writes the test numbers into the run
-(best.per_class.csv, eval_test.txt), where scripts/collect_results.py reads them.
+(best.per_class.csv, best.report.json, eval_test.txt), where scripts/collect_results.py reads them.
 
 The paper's numbers below are copied from its Tables 1-3 and 5-9 (docs/REPRODUCTION.md lists them
 beside the configs); the paper reports means of three runs for CIFAR.
@@ -44,7 +44,8 @@ from engine.exits import reports_user_errors
 from engine.run_folder import last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
 
-TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test
+TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test (its last file)
+TEST_REPORT = "best.report.json"    # and its JSON report, the numbers at full precision
 TEST_LOG = "eval_test.txt"          # eval.py's printed table
 
 
