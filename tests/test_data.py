@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision import transforms as tv_transforms
 
 from core.errors import UserError
+from core.seeds import SAMPLER_STREAM, epoch_seed
 from data.cifar import load_cifar
 from data.datasets import ArrayDataset, FileDataset
 from data.digits import load_digits_split
@@ -327,7 +328,7 @@ def test_epoch_shuffle_sampler():
     sampler.set_epoch(3)
     assert list(sampler) == order
 
-    expected = torch.randperm(50, generator=torch.Generator().manual_seed(7 * 100003 + 3)).tolist()
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(epoch_seed(7, 3, SAMPLER_STREAM))).tolist()
     assert order == expected
     ordered = EpochShuffleSampler(5, seed=7, shuffle=False)
     ordered.set_start(2)

@@ -152,7 +152,7 @@ def test_sampler_registry_and_config_defaults():
 
 
 def test_bad_sampler_settings_are_user_errors():
-    with pytest.raises(UserError, match="data.sampler.*shuffle, drs"):
+    with pytest.raises(UserError, match="data.sampler.*class_balanced, drs, shuffle"):
         config_from_dict({"data": {"sampler": "balanced"}})
     with pytest.raises(UserError, match="data.resample_beta"):
         config_from_dict({"data": {"resample_beta": 1.0}})
