@@ -14,11 +14,11 @@ from conftest import ROOT, error_lines, run_script
 from engine.config import Config, DataConfig, LossConfig, config_from_dict, config_to_dict, dump_config, load_config
 from engine.errors import UserError
 
-CONFIG_FILES = sorted(
-    os.path.relpath(path, ROOT)
-    for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
-    if os.sep + "_base_" + os.sep not in path
-)
+# Every YAML under configs/, the _base_ fragments included (they load on their own too) ...
+ALL_CONFIGS = sorted(os.path.relpath(path, ROOT)
+                     for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+# ... and the runnable ones: no _base_ fragments.
+CONFIG_FILES = [path for path in ALL_CONFIGS if os.sep + "_base_" + os.sep not in os.sep + path]
 
 
 def write(path, text: str) -> str:
@@ -256,14 +256,18 @@ def test_config_files_are_found():
     # the parametrized tests below cover every config; make sure the glob sees them
     assert "configs/quickstart.yaml" in CONFIG_FILES
     assert "configs/cifar10_lt/ldam_drw_rsg_r100.yaml" in CONFIG_FILES
+    assert "configs/cifar10_lt/erm_r100.yaml" in CONFIG_FILES
     assert not any("_base_" in path for path in CONFIG_FILES)
     assert len(CONFIG_FILES) >= 17
+    assert len([p for p in CONFIG_FILES if p.startswith("configs/cifar")]) >= 4 * 31
+    assert "configs/_base_/methods/m_drw.yaml" in ALL_CONFIGS
+    assert set(CONFIG_FILES) < set(ALL_CONFIGS)
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES)
+@pytest.mark.parametrize("path", ALL_CONFIGS)
 def test_every_config_loads_and_prints(path, capsys):
-    """Every config loads, and train.py's --print-config (its main(), in this process: a subprocess
-    per config would be slow) prints YAML that rebuilds the same config."""
+    """Every config, _base_ fragments included, loads, and train.py's --print-config (its main(), in
+    this process: a subprocess per config would be slow) prints YAML that rebuilds the same config."""
     cfg = load_config(os.path.join(ROOT, path))
     assert isinstance(cfg, Config)
     assert cfg.name == os.path.splitext(os.path.basename(path))[0]
