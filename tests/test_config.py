@@ -233,6 +233,7 @@ def test_name_and_output_dir_can_be_set(tmp_path):
     assert load_config(path, [f"output_dir={tmp_path}/out"]).output_dir == f"{tmp_path}/out"
 
 
+@pytest.mark.slow
 def test_repository_configs_have_distinct_default_output_dirs():
     output_dirs = {}
     for path in CONFIG_FILES:
