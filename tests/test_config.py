@@ -265,7 +265,19 @@ def test_config_files_are_found():
     assert set(CONFIG_FILES) < set(ALL_CONFIGS)
 
 
-@pytest.mark.parametrize("path", ALL_CONFIGS)
+def first_of_each_folder_fast(paths):
+    """`paths` as parameters: the first config of each folder stays in the fast subset, the others
+    are marked slow (each takes a few hundredths of a second, all of them together 10-20 s)."""
+    folders = set()
+    params = []
+    for path in paths:
+        folder = os.path.dirname(path)
+        params.append(path if folder not in folders else pytest.param(path, marks=pytest.mark.slow))
+        folders.add(folder)
+    return params
+
+
+@pytest.mark.parametrize("path", first_of_each_folder_fast(ALL_CONFIGS))
 def test_every_config_loads_and_prints(path, capsys):
     """Every config, _base_ fragments included, loads, and train.py's --print-config (its main(), in
     this process: a subprocess per config would be slow) prints YAML that rebuilds the same config."""
