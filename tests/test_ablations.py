@@ -73,6 +73,7 @@ def test_ablation_config_changes_one_key(folder, suffix, full_models):
     assert ablated[key] == value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", sorted(ABLATIONS))
 @pytest.mark.parametrize("folder", ["cifar10_lt", "cifar100_step"])
 def test_ablation_reaches_the_built_rsg_and_nothing_else(folder, suffix, full_models):

@@ -39,6 +39,7 @@ def snapshot(module) -> dict:
     return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
+@pytest.mark.slow
 def test_attach_trains_a_step_and_evaluates_as_the_plain_network():
     net, model = resnet18_with_rsg()
     assert model.net is net and model.rsg.in_channels == 256           # layer3's output
@@ -67,6 +68,7 @@ def test_attach_trains_a_step_and_evaluates_as_the_plain_network():
     assert float(losses["cesc"]) == 0.0 and float(losses["mv"]) == 0.0
 
 
+@pytest.mark.slow
 def test_before_the_threshold_no_sample_is_generated_and_t_is_untouched():
     _, model = resnet18_with_rsg()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -97,6 +99,7 @@ def test_generated_samples_run_through_the_rest_of_the_network():
     assert seen["layer4"] == (len(all_targets), len(all_targets)) and len(all_targets) == len(logits) > len(TARGETS)
 
 
+@pytest.mark.slow
 def test_attach_leaves_batch_norm_statistics_and_modes_alone():
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10).train()
@@ -118,6 +121,7 @@ def test_attach_to_a_sequential_with_explicit_channels():
     assert model.rsg.in_channels == 12
 
 
+@pytest.mark.slow
 def test_attach_errors_are_clear():
     net = torchvision.models.resnet18(num_classes=10)
     with pytest.raises(ValueError, match="layer9.*layer3"):

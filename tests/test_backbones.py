@@ -41,7 +41,12 @@ def count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+def slow_but_resnet32(names):
+    """The backbones as parameters, all but ResNet-32 marked slow (seconds each on the CPU)."""
+    return [name if name == "resnet32" else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
+@pytest.mark.parametrize("name", slow_but_resnet32(BACKBONES.names()))
 def test_stages_and_default_position(name):
     backbone = BACKBONES.get(name)().eval()
     assert isinstance(backbone, StagedBackbone)
@@ -52,7 +57,7 @@ def test_stages_and_default_position(name):
     assert features.shape == (2, backbone.out_features)
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", slow_but_resnet32(BACKBONES.names()))
 def test_forward_backward_with_rsg_at_default_position(name):
     torch.manual_seed(0)
     size = image_size(name)
@@ -74,8 +79,9 @@ def test_forward_backward_with_rsg_at_default_position(name):
 # Xie et al. 2017, torchvision
 PUBLISHED = [
     ("resnet32", 10, 0.46e6), ("resnet110", 10, 1.7e6), ("densenet40", 10, 1.0e6),
-    ("resnext29_8x64d", 10, 34.4e6), ("resnet50", 1000, 25.6e6), ("resnext50_32x4d", 1000, 25.0e6),
-    ("resnet152", 1000, 60.2e6),
+    *(pytest.param(*row, marks=pytest.mark.slow)     # 25-60 M parameters to initialise: about a second each
+      for row in [("resnext29_8x64d", 10, 34.4e6), ("resnet50", 1000, 25.6e6), ("resnext50_32x4d", 1000, 25.0e6),
+                  ("resnet152", 1000, 60.2e6)]),
 ]
 
 
@@ -86,6 +92,7 @@ def test_parameter_count_matches_the_published_figure(name, classes, published):
     assert abs(total - published) / published < 0.02, f"{name}: {total:,} parameters"
 
 
+@pytest.mark.slow
 def test_imagenet_backbones_keep_torchvision_parameters():
     ours = BACKBONES.get("resnet50")()
     reference = torchvision.models.resnet50(weights=None)
@@ -93,6 +100,7 @@ def test_imagenet_backbones_keep_torchvision_parameters():
     assert count(ours) + count(LinearHead(2048, 1000)) == 25_557_032
 
 
+@pytest.mark.slow
 def test_rsg_input_shapes_at_default_positions():
     # the paper's large-scale position: 1024 x 14 x 14 at 224 px
     resnet50 = BACKBONES.get("resnet50")()
@@ -105,6 +113,7 @@ def test_rsg_input_shapes_at_default_positions():
     assert feature_shape_at(resnext, resnext.default_rsg_position, 32) == (512, 16, 16)
 
 
+@pytest.mark.slow
 def test_rsg_model_of_an_imagenet_backbone_gets_1024_channels():
     model = build_model(config("model.backbone=resnext50_32x4d", "data.image_size=64"), COUNTS)
     assert model.rsg_position == "layer4" and model.rsg.in_channels == 1024
@@ -119,6 +128,7 @@ def pretrained_config(value, backbone="resnet50"):
                   f"model.pretrained={value}")
 
 
+@pytest.mark.slow
 def test_pretrained_pth_loads_exactly(tmp_path):
     torch.manual_seed(1)
     reference = torchvision.models.resnet50(weights=None, num_classes=10).eval()
@@ -139,6 +149,7 @@ def test_pretrained_pth_loads_exactly(tmp_path):
         assert torch.equal(model.backbone(images), reference(images))
 
 
+@pytest.mark.slow
 def test_pretrained_pth_of_another_network_names_the_file(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
@@ -172,6 +183,7 @@ def test_pretrained_torchvision_offline_explains_where_to_put_the_file(tmp_path,
     assert os.path.join(str(tmp_path / "torch_home"), "hub", "checkpoints") in message   # where to put it
 
 
+@pytest.mark.slow
 def test_pretrained_torchvision_uses_the_hub_cache_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"

@@ -236,6 +236,7 @@ def snapshot(model) -> dict:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_crt_trains_the_reinitialised_classifier_only(first_stage, tmp_path):
     run, parent = build_stage_run(stage_config(tmp_path, first_stage, "crt"))
     parent_weights = parent["model"]
@@ -256,6 +257,7 @@ def test_crt_trains_the_reinitialised_classifier_only(first_stage, tmp_path):
     assert run.model.backbone.training is False and run.model.training is True
 
 
+@pytest.mark.slow
 def test_lws_changes_only_the_scales(first_stage, tmp_path):
     run, parent = build_stage_run(stage_config(tmp_path, first_stage, "lws"))
     assert isinstance(run.model.head, ScaledHead)
@@ -269,6 +271,7 @@ def test_lws_changes_only_the_scales(first_stage, tmp_path):
     assert all(torch.equal(after[k], before[k]) for k in before if k != "head.scales")
 
 
+@pytest.mark.slow
 def test_stage_records_its_parent_and_refuses_a_replaced_one(first_stage, tmp_path):
     from engine.run import fit
 
@@ -293,6 +296,7 @@ def test_stage_records_its_parent_and_refuses_a_replaced_one(first_stage, tmp_pa
         fit(cfg, resume=str(folder / "last.pt"))
 
 
+@pytest.mark.slow
 def test_stage_settings_are_checked(first_stage, tmp_path):
     with pytest.raises(UserError, match="stage.parent.*must name"):
         config_from_dict({"stage": {"name": "crt"}, "rsg": {"enabled": False}})
@@ -313,6 +317,7 @@ def entry_point(main, capsys, *args) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path, capsys):
     """tau_norm through train.py (no training: one evaluation over the grid), then eval.py on its
     checkpoint and on the first stage with post-hoc logit adjustment."""
@@ -345,6 +350,7 @@ def test_end_to_end_tau_norm_and_eval_py_grid(first_stage, tmp_path, capsys):
     assert f"{grid['by_tau']['0']['top1']:6.2f}" in plain      # tau = 0 is the plain model
 
 
+@pytest.mark.slow
 def test_crt_and_lws_through_train_py_and_eval_py(first_stage, tmp_path, capsys):
     """cRT as a user runs it (subprocesses), LWS through the same entry points in this process:
     a classifier stage, then its evaluation from its own checkpoint (no parent needed there)."""
@@ -361,6 +367,7 @@ def test_crt_and_lws_through_train_py_and_eval_py(first_stage, tmp_path, capsys)
     assert "top-1 error" in entry_point(eval_script.main, capsys, "--checkpoint", str(tmp_path / "lws" / "last.pt"))
 
 
+@pytest.mark.slow
 def test_a_logit_adjusted_loss_trains_with_rsg_and_drw(tmp_path):
     from engine.run import fit
 
@@ -373,6 +380,7 @@ def test_a_logit_adjusted_loss_trains_with_rsg_and_drw(tmp_path):
         assert math.isfinite(lines[-1]["train"]["loss_total"]) and report.posthoc["tau"] == 1.0
 
 
+@pytest.mark.slow
 def test_imagenet_lt_tau_norm_chooses_tau_on_val_and_eval_applies_it_to_test(tmp_path, capsys):
     """The ImageNet-LT configs shrunk to a generated dataset in the real list format: the ERM first
     stage, then tau-norm from its last.pt: tau is chosen on the validation list during the run, and

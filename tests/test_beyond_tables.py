@@ -19,6 +19,7 @@ from tools.paper_tables import get_table, plan, run_dir
 STAGES = {"crt": "crt", "tau_norm": "tau_norm", "lws": "lws"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["beyond", "beyond_imagenet"])
 def test_every_cell_config_sets_up_its_row(name):
     table = get_table(name)
@@ -56,6 +57,7 @@ def test_beyond_cifar_rows_losses_and_published_numbers():
     assert kang.cell("cRT on ERM-RSG", "All").paper is None
 
 
+@pytest.mark.slow
 def test_runner_trains_first_stages_first_and_passes_the_same_seed_parent(tmp_path):
     jobs = plan(get_table("beyond"), (0, 1), str(tmp_path))
     position = {(job.config, job.seed): index for index, job in enumerate(jobs)}
@@ -74,6 +76,7 @@ def test_runner_trains_first_stages_first_and_passes_the_same_seed_parent(tmp_pa
     assert result.returncode == 2 and "stage.parent" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_cifar_table_trains_every_run_on_one_subset(tmp_path):
     """Both sides of an RSG delta, and a stage with its first stage, on the same images: the runner
     puts every run of the table, the ERM first stages of Table 6 included, on the first n_i."""
@@ -87,6 +90,7 @@ def test_the_cifar_table_trains_every_run_on_one_subset(tmp_path):
     assert f"stage.parent={run_dir(root, 'configs/cifar10_lt/erm_rsg_r50.yaml', 0)}/last.pt" in stage
 
 
+@pytest.mark.slow
 def test_collector_reports_mean_std_published_and_rsg_delta(tmp_path):
     root = os.path.join(str(tmp_path), "subset_first")          # where the runner puts the table's runs
     values = {"configs/cifar10_lt/erm_r50.yaml": [25.0, 26.0, 27.0],        # errors 75/74/73 top-1

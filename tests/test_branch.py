@@ -18,6 +18,9 @@ from engine.config import config_to_dict, load_config
 from engine.distributed import DistributedContext
 from engine.run import build_run, fit
 
+# Every test uses the module's trained parent run (several seconds to set up).
+pytestmark = pytest.mark.slow
+
 THRESHOLD = 3
 SECTIONS = dict(
     train={"epochs": 4, "deterministic": True},

@@ -13,11 +13,11 @@ from conftest import ROOT, error_lines, run_script
 from core.errors import UserError
 from engine.config import REGISTRIES, Config, config_from_dict, config_to_dict, dump_config, load_config
 
-CONFIG_FILES = sorted(
-    os.path.relpath(path, ROOT)
-    for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
-    if os.sep + "_base_" + os.sep not in path
-)
+# Every YAML under configs/, the _base_ fragments included (they load on their own too) ...
+ALL_CONFIGS = sorted(os.path.relpath(path, ROOT)
+                     for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+# ... and the runnable ones: no _base_ fragments.
+CONFIG_FILES = [path for path in ALL_CONFIGS if os.sep + "_base_" + os.sep not in os.sep + path]
 
 
 def write(path, text: str) -> str:
@@ -259,6 +259,7 @@ def test_name_and_output_dir_can_be_set(tmp_path):
     assert load_config(path, [f"output_dir={tmp_path}/out"]).output_dir == f"{tmp_path}/out"
 
 
+@pytest.mark.slow
 def test_repository_configs_have_distinct_default_output_dirs():
     output_dirs = {}
     for path in CONFIG_FILES:
@@ -282,14 +283,30 @@ def test_config_files_are_found():
     # the parametrized tests below cover every config; make sure the glob sees them
     assert "configs/quickstart.yaml" in CONFIG_FILES
     assert "configs/cifar10_lt/ldam_drw_rsg_r100.yaml" in CONFIG_FILES
+    assert "configs/cifar10_lt/erm_r100.yaml" in CONFIG_FILES
     assert not any("_base_" in path for path in CONFIG_FILES)
     assert len(CONFIG_FILES) >= 17
+    assert len([p for p in CONFIG_FILES if p.startswith("configs/cifar")]) >= 4 * 31
+    assert "configs/_base_/methods/m_drw.yaml" in ALL_CONFIGS
+    assert set(CONFIG_FILES) < set(ALL_CONFIGS)
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES)
+def first_of_each_folder_fast(paths):
+    """`paths` as parameters: the first config of each folder stays in the fast subset, the others
+    are marked slow (each takes a few hundredths of a second, all of them together 10-20 s)."""
+    folders = set()
+    params = []
+    for path in paths:
+        folder = os.path.dirname(path)
+        params.append(path if folder not in folders else pytest.param(path, marks=pytest.mark.slow))
+        folders.add(folder)
+    return params
+
+
+@pytest.mark.parametrize("path", first_of_each_folder_fast(ALL_CONFIGS))
 def test_every_config_loads_and_prints(path, capsys):
-    """Every config loads, and train.py's --print-config (its main(), in this process: a subprocess
-    per config would be slow) prints YAML that rebuilds the same config."""
+    """Every config, _base_ fragments included, loads, and train.py's --print-config (its main(), in
+    this process: a subprocess per config would be slow) prints YAML that rebuilds the same config."""
     cfg = load_config(os.path.join(ROOT, path))
     assert isinstance(cfg, Config)
     assert cfg.name == os.path.splitext(os.path.basename(path))[0]

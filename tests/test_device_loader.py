@@ -25,6 +25,7 @@ def loader_for(images, targets, train=True, batch_size=None, **options):
                         train=train, sampler=sampler, **options)
 
 
+@pytest.mark.slow
 def test_crop_offsets_uniform_over_0_to_8_and_flip_rate_one_half():
     count = 9 * 9 * 2 * 150
     loader = loader_for(np.repeat(coordinate_image()[None], count, axis=0), np.zeros(count, dtype=np.int64))
@@ -84,6 +85,7 @@ def test_evaluation_batches_are_normalized_in_order_and_keep_the_last_partial_ba
     assert torch.allclose(torch.cat([x for x, _ in batches]), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_short_training_run_through_the_device_loader_with_rsg_and_drs(make_tiny_config, restore_torch_globals):
     import json
     import os

@@ -6,10 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, SCRIPT_ENV, tiny_config_dict, write_config
 from engine.checkpoint import load_checkpoint
+
+# Every test starts torchrun with 2 gloo processes (tens of seconds each).
+pytestmark = pytest.mark.slow
 
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 

@@ -13,6 +13,9 @@ from conftest import (CIFAR_CLASSES, CIFAR_DATA, CIFAR_TEST_PER_CLASS, TINY_COUN
 from engine.checkpoint import load_checkpoint
 from engine.metrics import shot_group
 
+# Every test uses the module's train.py and eval.py subprocess runs.
+pytestmark = pytest.mark.slow
+
 CSV_HEADER = ["class", "name", "train_count", "shot_group", "test_images", "accuracy"]
 TABLE_HEADER = ["Many", "Medium", "Few", "All"]
 

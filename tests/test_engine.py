@@ -151,6 +151,7 @@ def resumed_runs(tmp_path_factory):
             "first_half": first_half}
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_weights(resumed_runs):
     full = load_checkpoint(os.path.join(resumed_runs["full"], "last.pt"))
     split = load_checkpoint(os.path.join(resumed_runs["split"], "last.pt"))
@@ -169,6 +170,7 @@ def test_resume_gives_identical_weights(resumed_runs):
         assert torch.equal(value["momentum_buffer"], split["optimizer"]["state"][key]["momentum_buffer"])
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_metrics(resumed_runs):
     full = read_jsonl(os.path.join(resumed_runs["full"], "metrics.jsonl"))
     split = read_jsonl(os.path.join(resumed_runs["split"], "metrics.jsonl"))
@@ -180,6 +182,7 @@ def test_resume_gives_identical_metrics(resumed_runs):
     assert resumed_runs["full_report"].per_class == resumed_runs["split_report"].per_class
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_one_line_per_epoch(resumed_runs):
     records = read_jsonl(os.path.join(resumed_runs["full"], "metrics.jsonl"))
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
@@ -195,6 +198,7 @@ def test_metrics_jsonl_one_line_per_epoch(resumed_runs):
     assert [r["train"]["loss_mv"] != 0 for r in records] == [False, False, False, True]
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files(resumed_runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -211,6 +215,7 @@ def test_tensorboard_event_files(resumed_runs):
     assert len(glob.glob(os.path.join(resumed_runs["split"], "tensorboard", "events.out.tfevents.*"))) == 2
 
 
+@pytest.mark.slow
 def test_run_directory_contents(resumed_runs):
     folder = resumed_runs["full"]
     assert {"config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train.log", "tensorboard"} <= set(os.listdir(folder))
@@ -259,6 +264,7 @@ def patch_loss(monkeypatch, before_call):
     monkeypatch.setattr(engine_run, "build_loss", build)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_saving(make_tiny_config, monkeypatch, restore_torch_globals):
     path = make_tiny_config("nan", train={"epochs": 3})
     cfg = load_config(path)
@@ -304,6 +310,7 @@ def stop_at(call_number):
     return before_call
 
 
+@pytest.mark.slow
 def test_stop_mid_epoch_saves_and_resume_finishes(make_tiny_config, monkeypatch, restore_torch_globals):
     path = make_tiny_config("stop", train={"epochs": 3})
     cfg = load_config(path)
@@ -322,6 +329,7 @@ def test_stop_mid_epoch_saves_and_resume_finishes(make_tiny_config, monkeypatch,
     assert [r["epoch"] for r in read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_stop_on_last_step_of_epoch_then_resume(make_tiny_config, monkeypatch, restore_torch_globals):
     path = make_tiny_config("stop_last", train={"epochs": 2})
     cfg = load_config(path)
@@ -335,6 +343,7 @@ def test_stop_on_last_step_of_epoch_then_resume(make_tiny_config, monkeypatch, r
     assert [r["epoch"] for r in read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))] == [0, 1]
 
 
+@pytest.mark.slow
 def test_sigterm_subprocess_then_resume(tmp_path):
     """train.py killed with SIGTERM after its first epoch exits 143 with a resumable last.pt."""
     output_dir = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""Figures from a tiny run (scripts/plot_per_class.py, scripts/plot_features.py, engine/figures.py),
+"""Figures from a tiny run (scripts/plot_per_class.py, scripts/plot_features.py, tools/figures.py),
 and the TensorBoard hparams every run writes at its end."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def assert_non_trivial_png(path) -> None:
     assert pixels[..., :3].std() > 0.05                    # not a blank canvas
 
 
+@pytest.mark.slow
 def test_per_class_plot_of_a_run_and_its_baseline(runs, tmp_path, capsys, restore_torch_globals):
     out = tmp_path / "per_class.png"
     assert plot_per_class.main([runs["rsg"], runs["baseline"], "--out", str(out)]) == 0
@@ -59,6 +60,7 @@ def test_per_class_plot_of_a_run_and_its_baseline(runs, tmp_path, capsys, restor
     assert "figures/per_class_accuracy" in tensorboard_events(runs["rsg"]).Tags()["images"]
 
 
+@pytest.mark.slow
 def test_feature_plot_shows_frequent_rare_and_generated_samples(runs, tmp_path, capsys, restore_torch_globals):
     out = tmp_path / "features.png"
     assert plot_features.main(["--checkpoint", os.path.join(runs["rsg"], "last.pt"), "--batches", "3",
@@ -70,11 +72,13 @@ def test_feature_plot_shows_frequent_rare_and_generated_samples(runs, tmp_path, 
     assert "figures/rsg_features" in tensorboard_events(runs["rsg"]).Tags()["images"]
 
 
+@pytest.mark.slow
 def test_feature_plot_needs_a_run_with_rsg(runs, capsys, restore_torch_globals):
     assert plot_features.main(["--checkpoint", os.path.join(runs["baseline"], "last.pt"), "--no-tensorboard"]) == 2
     assert "trained without RSG" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_missing_matplotlib_is_one_clear_error(monkeypatch, capsys, runs):
     monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib now raises ImportError
     with pytest.raises(UserError, match="pip install matplotlib"):
@@ -101,6 +105,7 @@ def test_binned_means_on_a_log_axis():
     assert np.all(np.diff(centres) > 0) and means[0] == pytest.approx(10.0) and means[-1] == pytest.approx(85.0)
 
 
+@pytest.mark.slow
 def test_runs_write_their_hparams_to_tensorboard(runs):
     """Config keys and final metrics, for TensorBoard's HPARAMS view (engine.run.MetricsLog.hparams)."""
     import json
@@ -144,6 +149,7 @@ def test_the_legend_sits_beside_the_curves_not_on_them(tmp_path):
     figure.savefig(tmp_path / "per_class.png", dpi=80)
 
 
+@pytest.mark.slow
 def test_feature_figure_title_names_the_checkpoints_epoch(runs, tmp_path, capsys, restore_torch_globals):
     from engine.checkpoint import load_checkpoint, save_checkpoint
 

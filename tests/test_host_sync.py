@@ -95,6 +95,7 @@ def check_epochs(counter: HostSyncCounter, threshold_epoch: int = 1, epochs=(0, 
     assert generated_somewhere or threshold_epoch > max(epochs), "the RSG sync was never seen: is the counter blind?"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data, train", [
     ({"loader": "device"}, {}),
     ({"loader": "device"}, {"amp": "bf16"}),
@@ -105,12 +106,14 @@ def test_no_host_sync_before_the_threshold_and_one_after(tmp_path, data, train):
     check_epochs(counter)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", sorted(set(LOSSES.names()) - {"ldam"}))
 def test_every_loss_keeps_the_step_free_of_host_syncs(tmp_path, loss):
     counter = count_syncs(tmp_path, data={"loader": "device"}, loss={"name": loss})
     check_epochs(counter)
 
 
+@pytest.mark.slow
 def test_without_rsg_no_step_syncs(tmp_path):
     counter = count_syncs(tmp_path, data={"loader": "device"}, rsg={"enabled": False})
     check_epochs(counter, threshold_epoch=2)

@@ -68,6 +68,7 @@ def test_slots_pin_each_run_to_one_gpu_with_a_share_of_the_cores():
         device_slots(3, 1, ["0", "1"], cores=4)
 
 
+@pytest.mark.slow
 def test_n_at_a_time_and_a_failure_does_not_stop_the_others(tmp_path):
     tasks = [fake_task(tmp_path, f"run{i}", status=3 if i == 1 else 0) for i in range(5)]
     out = io.StringIO()
@@ -91,6 +92,7 @@ def test_n_at_a_time_and_a_failure_does_not_stop_the_others(tmp_path):
                         f"see {tasks[1].log}")
 
 
+@pytest.mark.slow
 def test_one_slot_runs_them_one_after_another(tmp_path):
     tasks = [fake_task(tmp_path, f"run{i}", seconds=0.2) for i in range(3)]
     outcomes, status = run_tasks(tasks, device_slots(0, 1, [], cores=2), out=io.StringIO())
@@ -98,6 +100,7 @@ def test_one_slot_runs_them_one_after_another(tmp_path):
     assert summary(outcomes) == ["summary: 3 finished, 0 failed, 0 left (0 interrupted, 0 not started)"]
 
 
+@pytest.mark.slow
 def test_fail_fast_stops_the_others_with_their_checkpoints(tmp_path):
     tasks = [fake_task(tmp_path, "slow", seconds=30), fake_task(tmp_path, "bad", status=2),
              fake_task(tmp_path, "later")]
@@ -138,6 +141,7 @@ def test_terminal_mode_prints_the_command_and_the_evaluation(tmp_path, capfd):
     assert "training" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
 def test_a_signal_to_the_runner_stops_every_run_once(tmp_path):
     tasks = [fake_task(tmp_path, f"run{i}", seconds=30) for i in range(3)]
@@ -184,6 +188,7 @@ def test_runner_slots_follow_cuda_visible_devices(monkeypatch):
         job_pool.runner_slots(1, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
 def test_signals_are_forwarded_once_each_and_the_third_kills(tmp_path):
     """A command that counts the SIGINTs it gets and ignores them: it sees the runner's first and

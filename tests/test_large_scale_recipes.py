@@ -70,6 +70,7 @@ def test_recipe(path):
     assert (rsg.num_centers, rsg.contrastive_channels, rsg.cesc_weight, rsg.mv_weight) == (15, 256, 0.1, 0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["configs/imagenet_lt/resnext50_ldam_drs_rsg.yaml",
                                   "configs/places_lt/resnet152_ldam_drs_rsg.yaml",
                                   "configs/inat2018/resnet50_1x_ldam_drs_rsg.yaml"])

@@ -14,6 +14,9 @@ from conftest import ROOT, error_lines, run_scripts, script_command, tiny_config
 from engine.checkpoint import load_checkpoint
 from tools import make_fake_imagenet_lt
 
+# Every test uses the module's one-epoch train.py/eval.py runs on generated ImageNet-LT.
+pytestmark = pytest.mark.slow
+
 COUNTS = [105, 40, 21, 12, 5]         # many, medium, medium, few, few
 RECIPE = os.path.join(ROOT, "configs/imagenet_lt/resnext50_ldam_drs_rsg.yaml")
 SHRINK = ["data.num_classes=0", "data.image_size=16", "data.eval_resize=18", "data.batch_size=32",

@@ -295,6 +295,7 @@ SMOKE_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", sorted(SMOKE_RUNS))
 def test_two_epoch_run_per_loss(run, tmp_path, restore_torch_globals):
     from engine.run import fit

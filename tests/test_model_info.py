@@ -16,6 +16,7 @@ RECIPE = os.path.join(ROOT, "configs/cifar10_lt/ldam_drw_rsg_r50.yaml")
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet32", "densenet40"])
 def test_evaluation_figures_equal_the_plain_model(backbone):
     info = model_info.model_info(load_config(RECIPE, [f"model.backbone={backbone}"]), 10)
@@ -34,6 +35,7 @@ def test_resnet32_cost_is_the_known_figure():
     assert 68e6 < info["eval_macs"] < 71e6              # ResNet-32: about 0.07 GMACs at 32 px
 
 
+@pytest.mark.slow
 def test_script_prints_both_parameter_counts():
     result = run_script("scripts/model_info.py", "--config", RECIPE, "--markdown")
     assert result.returncode == 0, result.stderr
@@ -41,6 +43,7 @@ def test_script_prints_both_parameter_counts():
     assert "GMACs" in result.stdout and result.stdout.strip().splitlines()[-1].startswith("| resnet32 |")
 
 
+@pytest.mark.slow
 def test_script_needs_the_class_count_for_other_data(capsys):
     folder = os.path.join(ROOT, "configs/image_folder/cifar10_jpeg_lt_ldam_drw_rsg_r100.yaml")
     assert model_info.main(["--config", folder]) == 2

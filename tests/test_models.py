@@ -44,6 +44,7 @@ def test_resnet_depth_must_be_6n_plus_2():
         CifarResNet(33)
 
 
+@pytest.mark.slow
 def test_backbone_stage_shapes():
     backbone = BACKBONES.get("resnet32")().eval()
     x = torch.randn(2, 3, 32, 32)
@@ -57,6 +58,7 @@ def test_backbone_stage_shapes():
     assert backbone.out_features == 64
 
 
+@pytest.mark.slow
 def test_forward_shapes_train_and_eval():
     torch.manual_seed(0)
     model = build_model(config(), COUNTS)
@@ -73,6 +75,7 @@ def test_forward_shapes_train_and_eval():
     assert logits.shape == (8, 10) and out_targets is None
 
 
+@pytest.mark.slow
 def test_classifier_auto():
     assert config().head_kind == "cosine"
     assert config("loss.name=ce").head_kind == "linear"
@@ -91,6 +94,7 @@ def test_cosine_head_logits_are_cosines():
     torch.testing.assert_close(logits, expected)
 
 
+@pytest.mark.slow
 def test_evaluation_model_has_no_rsg_parameters():
     cfg = config()
     torch.manual_seed(0)
@@ -109,6 +113,7 @@ def test_evaluation_model_has_no_rsg_parameters():
     eval_model.load_state_dict(stripped, strict=True)
 
 
+@pytest.mark.slow
 def test_rsg_model_in_eval_mode_equals_plain_model():
     cfg = config()
     torch.manual_seed(0)
@@ -131,6 +136,7 @@ def test_rsg_model_in_eval_mode_equals_plain_model():
     assert float(losses["cesc"]) == 0.0 and float(losses["mv"]) == 0.0
 
 
+@pytest.mark.slow
 def test_rsg_at_stage3_receives_32x16x16_at_32px():
     model = build_model(config("rsg.position=stage3"), COUNTS)
     assert model.rsg_position == "stage3"

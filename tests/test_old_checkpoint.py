@@ -12,7 +12,12 @@ import csv
 import os
 import shutil
 
+import pytest
+
 import eval as eval_entry
+
+# Its one test evaluates a stored checkpoint through eval.py (about 2 s).
+pytestmark = pytest.mark.slow
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 OLD_CHECKPOINT = os.path.join(FIXTURES, "aa3a899_digits_last.pt")

@@ -36,6 +36,7 @@ def pair_run(tmp_path_factory):
             "folders": pair_folders(str(tmp / "runs"), config, 0)}
 
 
+@pytest.mark.slow
 def test_pair_runs_a_shared_stage_and_two_branches(pair_run):
     result, folders = pair_run["result"], pair_run["folders"]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -58,12 +59,14 @@ def test_pair_runs_a_shared_stage_and_two_branches(pair_run):
     assert f"{errors[1] - errors[0]:+.2f}" in result.stdout.splitlines()[-2]   # the mean line (one seed)
 
 
+@pytest.mark.slow
 def test_a_finished_pair_is_not_run_again(pair_run):
     result = run_script("scripts/rsg_pair.py", "--config", pair_run["config"], "--seeds", "0", "--output-root",
                         pair_run["tmp"] / "runs", "--dry-run")
     assert result.returncode == 0 and result.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_the_diagnostics_figure_of_a_branch(pair_run):
     folders = pair_run["folders"]
     out = pair_run["tmp"] / "fig.png"
@@ -74,6 +77,7 @@ def test_the_diagnostics_figure_of_a_branch(pair_run):
     assert os.listdir(os.path.join(folders["with_rsg"], "tensorboard"))
 
 
+@pytest.mark.slow
 def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
     with_rsg = write_config(tmp_path / "w.yaml", tiny_config_dict(tmp_path / "x", **SECTIONS))
     other = tiny_config_dict(tmp_path / "x", **SECTIONS)
@@ -88,6 +92,7 @@ def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
 # Tables
 
 
+@pytest.mark.slow
 def test_paper_tables_paired_pairs_tables_1_and_6(tmp_path):
     one_subset = ["data.subset=first"]        # what --subset first passes: a pair shares one first stage
     jobs, paired, scratch = plan_paired(get_table(6), (0, 1, 2), str(tmp_path), overrides=one_subset)
@@ -101,6 +106,7 @@ def test_paper_tables_paired_pairs_tables_1_and_6(tmp_path):
     assert "configs/cifar10_lt/erm_r50.yaml" in without and paired / scratch == pytest.approx(0.6)
 
 
+@pytest.mark.slow
 def test_paper_tables_paired_dry_run_states_the_saving(tmp_path):
     def dry_run(*extra):
         return subprocess.run([sys.executable, "scripts/paper_tables.py", "--table", "6", "--paired", "--dry-run",

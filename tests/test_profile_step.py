@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+import pytest
 from torch.autograd import DeviceType
 
 from conftest import tiny_config_dict, torch_globals_restored, write_config
 from tools import profile_step
 
 
+@pytest.mark.slow
 def test_profile_summarizes_both_phases(tmp_path, capsys):
     config = write_config(tmp_path / "config.yaml", tiny_config_dict(tmp_path / "run"))   # T_th = 1
     with torch_globals_restored():

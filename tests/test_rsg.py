@@ -345,6 +345,7 @@ def test_generated_samples_carry_gradient_only_into_transform():
     assert rsg.centers.grad is None
 
 
+@pytest.mark.slow
 def test_an_optimizer_step_after_threshold_leaves_the_contrastive_module_unchanged():
     rsg = make_rsg()
     net = TinyNet(rsg)

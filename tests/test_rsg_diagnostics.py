@@ -108,6 +108,7 @@ def test_center_use_counts_the_centers_a_class_uses():
     assert usage["centers_argmax"] == [2, 3, None]
 
 
+@pytest.mark.slow
 def test_a_run_logs_the_diagnostics_per_epoch(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -299,6 +299,7 @@ def _gradcheck(rsg: RSG, epoch: int, names: list[str], outputs):
     assert torch.autograd.gradcheck(function, tuple(params.values()), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["paper", "authors"])
 def test_gradcheck_before_the_threshold(variant):
     """L_CESC (center term + contrastive cross-entropy) wrt the centers, the assignment map and h."""
@@ -307,6 +308,7 @@ def test_gradcheck_before_the_threshold(variant):
     _gradcheck(rsg, 0, names, lambda generated, losses: losses["cesc"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["paper", "authors"])
 def test_gradcheck_after_the_threshold(variant):
     """From T_th: L_CESC wrt the centers and the assignment map; L_MV and the generated samples wrt

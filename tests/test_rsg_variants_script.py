@@ -10,6 +10,9 @@ import pytest
 from conftest import run_scripts, script_command, tiny_config_dict, write_config
 from tools import rsg_variants
 
+# Its one test trains a run first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_rsg_run(tmp_path_factory):

@@ -52,6 +52,7 @@ def finished_run(tmp_path_factory):
 # Item 1: one owner per run folder
 
 
+@pytest.mark.slow
 def test_a_fresh_run_into_a_used_folder_stops_and_changes_nothing(finished_run, tmp_path):
     path, folder, _ = finished_run
     before = snapshot(folder)
@@ -67,6 +68,7 @@ def test_a_fresh_run_into_a_used_folder_stops_and_changes_nothing(finished_run, 
     assert snapshot(folder) == before                   # byte-identical, no new event file either
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_old_run_and_resume_auto_continues_it(tmp_path):
     path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 1}))
     first = run_script("train.py", "--config", path, timeout=300)
@@ -85,6 +87,7 @@ def test_overwrite_replaces_the_old_run_and_resume_auto_continues_it(tmp_path):
     assert both.returncode == 2 and "give one of them" in both.stderr
 
 
+@pytest.mark.slow
 def test_resume_auto_on_a_finished_run_says_so_and_writes_nothing(finished_run):
     path, folder, _ = finished_run
     before = snapshot(folder)
@@ -109,6 +112,7 @@ def start_lock_holder(folder):
     return holder
 
 
+@pytest.mark.slow
 def test_a_second_run_in_a_held_folder_is_refused_with_the_holders_pid(tmp_path):
     path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 1}))
     holder = start_lock_holder(tmp_path / "run")
@@ -128,6 +132,7 @@ def test_a_second_run_in_a_held_folder_is_refused_with_the_holders_pid(tmp_path)
     assert load_checkpoint(str(tmp_path / "run" / "last.pt"))["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_one_trains_the_other_is_refused(tmp_path):
     tree = tiny_config_dict(tmp_path / "run", train={"epochs": 1})
     paths = [write_config(tmp_path / f"c{i}.yaml", dict(tree, optim=dict(tree["optim"], lr=lr)))
@@ -156,6 +161,7 @@ def test_the_lock_refuses_a_second_holder_in_process(tmp_path):
 # Item 3: nothing written before the run is built and checked
 
 
+@pytest.mark.slow
 def test_a_launch_that_fails_before_training_leaves_the_run_as_it_was(finished_run, tmp_path):
     path, folder, _ = finished_run
     before = snapshot(folder)
@@ -202,6 +208,7 @@ def split_list_config(tmp_path, root, name="lists", **sections):
     return write_config(tmp_path / f"{name}.yaml", tree)
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_dataset_with_other_classes_in_one_line_without_a_csv(finished_run, tmp_path):
     _, folder, _ = finished_run
     root = write_split_list(tmp_path / "three")
@@ -227,6 +234,7 @@ def test_the_per_class_csv_is_written_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["x.csv"]
 
 
+@pytest.mark.slow
 def test_a_missing_evaluation_image_stops_the_run_before_it_trains(tmp_path):
     root = write_split_list(tmp_path / "data")
     os.remove(os.path.join(root, "images", "test_2_3.png"))
@@ -239,6 +247,7 @@ def test_a_missing_evaluation_image_stops_the_run_before_it_trains(tmp_path):
     assert not (tmp_path / "lists").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_evaluation_image_costs_no_training(tmp_path, restore_torch_globals):
     root = write_split_list(tmp_path / "data")
     broken = os.path.join(root, "images", "test_1_0.png")
@@ -285,6 +294,7 @@ def last_log_line(cfg) -> str:
         return f.read().rstrip("\n").splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
                                                                                restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 2})))
@@ -309,6 +319,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_last_checkpoint(t
     assert last_log_line(cfg).endswith(message)
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_dir_is_one_line_naming_it(tmp_path):
     (tmp_path / "a_file").write_text("")
     output = tmp_path / "a_file" / "run"
@@ -319,6 +330,7 @@ def test_an_unwritable_output_dir_is_one_line_naming_it(tmp_path):
     assert lines[-1].startswith(f"error: cannot write into output_dir {output}") and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_names_only_a_checkpoint_that_exists(tmp_path, monkeypatch, restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run")))
     patch_loss(monkeypatch, lambda call, loss: loss * float("nan") if call == 2 else loss)
@@ -328,6 +340,7 @@ def test_a_non_finite_loss_names_only_a_checkpoint_that_exists(tmp_path, monkeyp
     assert last_log_line(cfg).endswith(str(info.value))
 
 
+@pytest.mark.slow
 def test_a_second_interrupt_stops_at_once_without_a_traceback(tmp_path, monkeypatch, restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 3})))
 
@@ -346,6 +359,7 @@ def test_a_second_interrupt_stops_at_once_without_a_traceback(tmp_path, monkeypa
     assert load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_signal_and_an_unexpected_error_reach_train_log(tmp_path, monkeypatch, restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 2})))
 
@@ -372,6 +386,7 @@ def test_a_signal_and_an_unexpected_error_reach_train_log(tmp_path, monkeypatch,
     assert "stopped by signal 15" in last_log_line(cfg)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_gives_a_short_message(finished_run):
     _, folder, _ = finished_run
     result = run_script("eval.py", "--checkpoint", folder / "last.pt", "model.backbone=resnet56")
@@ -395,6 +410,7 @@ def test_yaml_errors_give_the_line_and_a_missing_base_names_its_includer(tmp_pat
         load_config(str(child))
 
 
+@pytest.mark.slow
 def test_a_threshold_epoch_past_the_run_is_warned_about(finished_run, tmp_path):
     path, _, _ = finished_run
     result = run_script("train.py", "--config", path, f"output_dir={tmp_path / 'r'}", "train.epochs=1",
@@ -408,6 +424,7 @@ def test_a_threshold_epoch_past_the_run_is_warned_about(finished_run, tmp_path):
 # Item 10: log lines that say what they show
 
 
+@pytest.mark.slow
 def test_the_logged_loss_is_the_sum_of_its_weighted_terms(finished_run):
     _, _, stderr = finished_run
     lines = [line for line in stderr.splitlines() if " loss " in line]
@@ -419,12 +436,14 @@ def test_the_logged_loss_is_the_sum_of_its_weighted_terms(finished_run):
         assert total == pytest.approx(cls + l1 * cesc + l2 * mv, abs=0.01)
 
 
+@pytest.mark.slow
 def test_summary_lines_have_no_empty_timestamp_line(finished_run):
     _, _, stderr = finished_run
     assert not [line for line in stderr.splitlines() if re.fullmatch(r"\d\d:\d\d:\d\d ?", line)]
     assert re.search(r"\d\d:\d\d:\d\d test accuracy \(%\) after epoch 1", stderr)
 
 
+@pytest.mark.slow
 def test_a_resumed_partial_epoch_is_marked_partial(tmp_path, monkeypatch, restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 2})))
     patch_loss(monkeypatch, lambda call, loss: (os.kill(os.getpid(), signal.SIGTERM), loss)[1] if call == 2 else loss)
@@ -438,6 +457,7 @@ def test_a_resumed_partial_epoch_is_marked_partial(tmp_path, monkeypatch, restor
     assert "(steps 2..3 only: resumed mid-epoch)" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_eval_says_1_epoch(finished_run, tmp_path):
     path, _, _ = finished_run
     output = tmp_path / "one"
@@ -493,6 +513,7 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=False)   # lazy: a child may still hold a file
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_keeps_the_last_checkpoint(small_tmpfs, tmp_path, restore_torch_globals):
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(small_tmpfs / "run", train={"epochs": 3})))
     last = os.path.join(cfg.output_dir, "last.pt")

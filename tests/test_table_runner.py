@@ -12,9 +12,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, SCRIPT_ENV
 from tools.job_pool import available_cores
 from tools.paper_tables import run_dir
+
+# Real tiny trainings, several at once, through a table script.
+pytestmark = pytest.mark.slow
 
 ERM = ("configs/cifar10_lt/erm_r100.yaml", "configs/cifar10_lt/erm_r50.yaml")
 

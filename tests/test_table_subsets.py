@@ -21,6 +21,7 @@ def subset_of(cell) -> str:
     return dict(cell.facets)[SUBSET_FACET]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", CIFAR_TABLES)
 def test_every_cifar_cell_config_states_the_subset_of_its_paper_number(number):
     for cell in get_table(number).cells:
@@ -69,6 +70,7 @@ def test_authors_variant_configs_of_table6(rho):
     assert cfg.loss.name == "ldam" and cfg.loss.reweight == "drw"
 
 
+@pytest.mark.slow
 def test_subset_option_runs_a_whole_table_on_one_subset_apart(tmp_path):
     out = str(tmp_path / "runs")
     result = run_script("scripts/paper_tables.py", "--table", "1", "--dry-run", "--subset", "ldam_drw",

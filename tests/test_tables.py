@@ -95,6 +95,7 @@ def dry_runs(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("number", sorted(EXPECTED_RUNS))
 def test_dry_run_lists_every_run_of_the_table(dry_runs, number):
     result = dry_runs[number]
@@ -117,6 +118,7 @@ def test_dry_run_lists_every_run_of_the_table(dry_runs, number):
         load_config(os.path.join(ROOT, config))
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     out = tmp_path / "runs"
     finished = fake_run(run_dir(str(out), "configs/cifar10_lt/erm_r100.yaml", 1), "configs/cifar10_lt/erm_r100.yaml",
@@ -147,6 +149,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     assert f"done: {evaluated}" in result.stderr
 
 
+@pytest.mark.slow
 def test_options_reach_the_commands(tmp_path):
     result = table_script(9, "--dry-run", "--gpus", 4, "--data-root", tmp_path, "--seeds", "3,4",
                           "--output-root", tmp_path / "r", "optim.lr=0.05")
@@ -222,6 +225,7 @@ def test_collector_best_epoch(table6_runs):
     assert cells[("LDAM-DRW-RSG", "CIFAR-10 LT 100")].values == pytest.approx({0: 20.0, 2: 19.0})
 
 
+@pytest.mark.slow
 def test_collector_prints_and_writes_the_table(table6_runs, tmp_path, capsys):
     markdown, csv_path = tmp_path / "t6.md", tmp_path / "t6.csv"
     assert collector.main([table6_runs, "--table", "6", "--markdown", str(markdown), "--csv", str(csv_path)]) == 0
@@ -306,6 +310,7 @@ def test_collector_reads_the_json_report_of_large_scale_runs(tmp_path):
     check_table8_cells(collect_one(8, str(tmp_path))[2], report)
 
 
+@pytest.mark.slow
 def test_reproduction_keeps_the_text_around_the_tables(tmp_path, table6_runs):
     doc = tmp_path / "REPRODUCTION.md"
     doc.write_text(f"# Title\n\nhand-written preamble\n\n{collector.BEGIN}\nold tables\n{collector.END}\n\n"
@@ -325,6 +330,7 @@ def test_reproduction_keeps_the_text_around_the_tables(tmp_path, table6_runs):
 # One tiny real run through a table script, then skipped, then collected
 
 
+@pytest.mark.slow
 def test_table_script_trains_skips_and_collects(tmp_path, tiny_cifar_root, capsys):
     out = tmp_path / "runs"
     shrink = ["--output-root", out, "--data-root", tiny_cifar_root, "--seeds", "0",
