@@ -321,6 +321,7 @@ def test_every_config_loads_and_prints(path, capsys):
 # train.py on the command line
 
 
+@pytest.mark.slow
 def test_train_cli_bad_key_exits_2_with_one_error_line():
     result = run_script("train.py", "--config", "configs/quickstart.yaml", "bad.key=1", timeout=60)
     assert result.returncode == 2
@@ -331,6 +332,7 @@ def test_train_cli_bad_key_exits_2_with_one_error_line():
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_train_cli_missing_config_exits_2(tmp_path):
     result = run_script("train.py", "--config", str(tmp_path / "none.yaml"), timeout=60)
     assert result.returncode == 2
@@ -338,6 +340,7 @@ def test_train_cli_missing_config_exits_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "none.yaml" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["configs/quickstart.yaml", "configs/cifar10_lt/ldam_drw_rsg_r100.yaml"])
 def test_train_cli_print_config_subprocess(path):
     result = run_script("train.py", "--config", path, "--print-config", timeout=60)
@@ -346,6 +349,7 @@ def test_train_cli_print_config_subprocess(path):
     assert config_from_dict(yaml.safe_load(result.stdout)) == load_config(path)
 
 
+@pytest.mark.slow
 def test_train_cli_print_config_applies_overrides():
     result = run_script("train.py", "--config", "configs/quickstart.yaml", "--print-config",
                         "optim.lr=0.05", "rsg.enabled=false", "optim.milestones=[1,2]", timeout=60)

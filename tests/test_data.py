@@ -261,6 +261,7 @@ def test_file_dataset_bad_files(tmp_path):
 
 # ---------------------------------------------------------------- digits, arrays, transforms
 
+@pytest.mark.slow
 def test_digits_split():
     test_images, test_targets, classes = load_digits_split(train=False)
     assert classes == [str(c) for c in range(10)]

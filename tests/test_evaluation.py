@@ -89,6 +89,7 @@ def test_the_json_report_holds_the_numbers_of_the_csv_and_the_printed_table(old_
     assert not glob.glob(os.path.join(os.path.dirname(old_checkpoint), "*.tmp*"))
 
 
+@pytest.mark.slow
 def test_the_json_report_carries_the_posthoc_choice(old_checkpoint, tmp_path, capsys):
     out = run_eval(capsys, "--checkpoint", old_checkpoint, "--output", tmp_path / "la.per_class.csv",
                    "eval.posthoc=logit_adjust", "eval.taus=[0.0,1.0]")
@@ -99,6 +100,7 @@ def test_the_json_report_carries_the_posthoc_choice(old_checkpoint, tmp_path, ca
     assert printed_table(out)["top1"] == f"{report['top1']:.2f}" and "<-" in out
 
 
+@pytest.mark.slow
 def test_the_device_loader_evaluates_to_the_same_numbers(old_checkpoint, tmp_path, capsys, monkeypatch):
     built = []
 
@@ -120,6 +122,7 @@ def test_the_device_loader_evaluates_to_the_same_numbers(old_checkpoint, tmp_pat
     assert read_rows(tmp_path / "standard.per_class.csv") == read_rows(tmp_path / "device.per_class.csv")
 
 
+@pytest.mark.slow
 def test_a_cifar_checkpoint_evaluates_without_the_training_batches(tmp_path, tiny_cifar_root, capsys, monkeypatch):
     root = tmp_path / "cifar"
     shutil.copytree(tiny_cifar_root, root)
@@ -158,6 +161,7 @@ def listed_without_training_images(tmp_path):
     return untrained_checkpoint(tmp_path / "run" / "best.pt", cfg, COUNTS), cfg
 
 
+@pytest.mark.slow
 def test_split_lists_evaluate_without_the_training_images(listed_without_training_images, capsys):
     checkpoint, _ = listed_without_training_images
     out = run_eval(capsys, "--checkpoint", checkpoint, "--split", "test")

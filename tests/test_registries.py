@@ -54,6 +54,7 @@ def toy_registrations(monkeypatch):
     LOSSES.register("toy_squared_error")(lambda cfg, class_counts: SquaredErrorLoss())
 
 
+@pytest.mark.slow
 def test_a_toy_backbone_and_loss_train_with_rsg(tmp_path, toy_registrations):
     tree = tiny_config_dict(str(tmp_path / "run"), model={"backbone": "toy_net"}, train={"epochs": 2},
                             loss={"name": "toy_squared_error"})

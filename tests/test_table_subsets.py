@@ -85,6 +85,7 @@ def test_subset_option_runs_a_whole_table_on_one_subset_apart(tmp_path):
     assert "data.subset" not in default.stdout and "/subset_" not in default.stdout.replace(out, "")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--table", "6", "data.subset=first"], "use --subset"),
     (["--table", "7", "--subset", "first"], "CIFAR tables"),
