@@ -1,18 +1,23 @@
-"""The one seed formula: every random stream of an epoch is seeded from (seed, epoch, stream).
+"""The seed of every random stream of an epoch, from (seed, epoch, stream): one function.
 
-A pure function, so a run resumed at an epoch boundary draws exactly what the uninterrupted run drew,
-and the streams (the global RNGs of each rank, the sampler's order) never share a generator seed.
+A pure function, so a run resumed at an epoch boundary draws exactly what the uninterrupted run
+drew. The values are the ones this code has always drawn (the sampler's order and the global RNGs
+had two formulas before they met here), so every run and figure measured before, the quick
+start's included, repeats; a change of these numbers changes every trajectory.
+Known and left: under torchrun, rank r of epoch e seeds its global RNGs (augmentation, RSG's
+pairings) like rank 0 of epoch e + r; the ranks' streams within an epoch are distinct.
 """
 
-# The sampler's order uses stream SAMPLER_STREAM; rank r's global RNGs (augmentation, RSG's draws)
-# use stream r, so they are distinct from each other and from the order for up to 2**16 - 1 ranks.
-SAMPLER_STREAM = 2 ** 16 - 1
-EPOCH_STRIDE = 2 ** 16
-SEED_STRIDE = 1_000_003   # more epochs than any run has, so (seed, epoch) pairs never collide
+# The sampler's order (data/samplers.py); rank r's global RNGs are stream r.
+SAMPLER_STREAM = -1
+SEED_STRIDE = 1_000_003          # rank streams: more epochs than any run has, per seed
+SAMPLER_SEED_STRIDE = 100_003    # the sampler's order: likewise
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """The generator seed of `stream` in `epoch` of a run seeded `seed`."""
-    if not 0 <= stream <= SAMPLER_STREAM:
-        raise ValueError(f"stream {stream} is outside 0..{SAMPLER_STREAM}")
-    return (seed * SEED_STRIDE + epoch + 1) * EPOCH_STRIDE + stream
+    """The generator seed of `stream` (a rank, or SAMPLER_STREAM) in `epoch` of a run seeded `seed`."""
+    if stream == SAMPLER_STREAM:
+        return seed * SAMPLER_SEED_STRIDE + epoch
+    if stream < 0:
+        raise ValueError(f"stream {stream} is neither a rank (>= 0) nor SAMPLER_STREAM")
+    return seed * SEED_STRIDE + epoch + 1 + stream

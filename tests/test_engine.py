@@ -111,14 +111,15 @@ def test_find_resume_checkpoint(tmp_path):
         find_resume_checkpoint(str(tmp_path / "other.pt"), str(tmp_path))
 
 
-def test_epoch_seed_is_distinct_per_epoch_seed_and_stream():
-    # rank r's stream and the sampler's never share a generator seed (the formula before core/seeds.py
-    # gave epoch e's rank 1 the seed of epoch e + 1's rank 0)
-    streams = (0, 1, 7, SAMPLER_STREAM)
-    seeds = {epoch_seed(seed, epoch, stream) for seed in range(3) for epoch in range(200) for stream in streams}
-    assert len(seeds) == 3 * 200 * len(streams)
+def test_epoch_seed_keeps_the_values_drawn_before_and_is_distinct_per_epoch_and_seed():
+    # the values of the two formulas this function replaced: every earlier run repeats
+    assert epoch_seed(7, 3) == 7 * 1_000_003 + 4 and epoch_seed(7, 3, SAMPLER_STREAM) == 7 * 100_003 + 3
+    assert epoch_seed(7, 3, stream=2) == epoch_seed(7, 3) + 2
+    for stream in (0, SAMPLER_STREAM):
+        seeds = {epoch_seed(seed, epoch, stream) for seed in range(3) for epoch in range(200)}
+        assert len(seeds) == 600
     with pytest.raises(ValueError):
-        epoch_seed(0, 0, SAMPLER_STREAM + 1)
+        epoch_seed(0, 0, -2)
 
 
 # ---------------------------------------------------------------------------------------------
