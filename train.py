@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from engine.run import fit  # heavy imports (torch) only once the config is known to be good
+    from engine.run import fit  # the engine (data loaders, the run) only once the config is good
 
     fit(cfg, resume=args.resume, overwrite=args.overwrite, branch_from=args.branch_from)
     return 0
