@@ -43,15 +43,19 @@ class SquaredErrorLoss(nn.Module):
         return (weights * error).sum() / weights.sum()
 
 
-@pytest.fixture
-def toy_registrations(monkeypatch):
-    """ToyNet as model.backbone=toy_net and SquaredErrorLoss as loss.name=toy_squared_error, for this
-    test only: the registries get back their own tables afterwards."""
+def register_toys(monkeypatch) -> None:
+    """ToyNet as model.backbone=toy_net and SquaredErrorLoss as loss.name=toy_squared_error, until
+    `monkeypatch` undoes its changes: the registries then get back their own tables."""
     for registry in (BACKBONES, LOSSES):
         monkeypatch.setattr(registry, "_builders", dict(registry._builders))
         monkeypatch.setattr(registry, "_info", dict(registry._info))
     BACKBONES.register("toy_net", stages=ToyNet.stage_names)(ToyNet)
     LOSSES.register("toy_squared_error")(lambda cfg, class_counts: SquaredErrorLoss())
+
+
+@pytest.fixture
+def toy_registrations(monkeypatch):
+    register_toys(monkeypatch)
 
 
 @pytest.mark.slow
@@ -76,6 +80,9 @@ def test_a_toy_backbone_checks_its_positions(tmp_path, toy_registrations):
 
 
 def test_the_toy_names_are_gone_after_the_test():
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        register_toys(monkeypatch)
+        assert "toy_net" in BACKBONES.names() and "toy_squared_error" in LOSSES.names()
     assert "toy_net" not in BACKBONES.names() and "toy_squared_error" not in LOSSES.names()
 
 
