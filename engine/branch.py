@@ -16,7 +16,9 @@ epoch) (engine/run.py, start_epoch_state), so an unchanged seed gives the parent
 RNG state at that epoch. A branch that changes nothing continues exactly like the parent.
 
 What a branch may change (`branch_conflicts`): where and how it runs (folder, device, workers,
-logging); train.epochs; the lr, class-weight and sampler schedules where they agree with the
+logging); train.epochs; how it evaluates (eval.*: the post-hoc correction and its tau grid, which
+touch no weight; the branch then starts its best-so-far afresh, since the parent's best was
+measured another way); the lr, class-weight and sampler schedules where they agree with the
 parent's before the branch epoch; RSG off (from a parent that had not generated yet); RSG's
 generation settings (T_th, beta, alpha, lambda2, MV terms, generation mode) while neither run has
 generated yet. Anything else (model, data, seed, optimizer, loss, RSG's centers...) acted before
@@ -87,7 +89,7 @@ def generates_before(cfg, epoch: int) -> bool:
 
 def key_conflict(key: str, parent, branch, epoch: int):
     """Why changing `key` would change epochs before `epoch`, or None when the change is allowed."""
-    if key in RUN_KEYS:
+    if key in RUN_KEYS or key.startswith("eval."):    # eval.*: read only when a model is evaluated
         return None
     if key == "train.epochs":
         return None if branch.train.epochs > epoch else f"the branch must train past epoch {epoch}"
@@ -171,15 +173,24 @@ def start_branch(run, parent: Parent):
     load_model_weights(model, weights, parent.checkpoint, "the branch's model")
     run.optimizer.load_state_dict(optimizer_state_by_name(state, names, run.counts))
     run.precision.load_state_dict(state.get("scaler", {}))
-    best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
+    best = {"top1": -1.0, "epoch": -1}
+    if evaluates_like_parent(parent, run.cfg):
+        best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
     log.info("branched from %s (epoch %d, sha256 %s)", parent.checkpoint, parent.epoch, parent.sha256[:12])
     return parent.epoch, 0, best
+
+
+def evaluates_like_parent(parent: Parent, cfg) -> bool:
+    """The branch evaluates as its parent did (the same eval.* section), so the parent's best top-1 and
+    best.pt compare with the branch's evaluations."""
+    parents = config_to_dict(config_from_dict(parent.state["config"]))    # defaults filled in, as the branch's
+    return parents["eval"] == config_to_dict(cfg)["eval"]
 
 
 def write_branch_record(parent: Parent, cfg) -> None:
     """Rank 0, once the run owns its folder (engine/run.py claim): the parent's history before the
     branch point and branch.json, the record of the parent."""
-    inherit_history(parent, cfg.output_dir)
+    inherit_history(parent, cfg.output_dir, keep_best=evaluates_like_parent(parent, cfg))
     record_parent(parent, cfg)
 
 
@@ -209,9 +220,9 @@ def optimizer_state_by_name(state: dict, names: list[str], counts) -> dict:
     return {"state": new_state, "param_groups": [dict(groups[0], params=list(range(len(names))))]}
 
 
-def inherit_history(parent: Parent, output_dir: str) -> None:
-    """The parent's metrics.jsonl lines before the branch epoch, and its best.pt when that is the
-    best checkpoint of those epochs, so the branch's folder describes its whole training."""
+def inherit_history(parent: Parent, output_dir: str, keep_best: bool = True) -> None:
+    """The parent's metrics.jsonl lines before the branch epoch, and (`keep_best`) its best.pt when
+    that is the best checkpoint of those epochs, so the branch's folder describes its whole training."""
     source = os.path.join(parent.folder, "metrics.jsonl")
     target = os.path.join(output_dir, "metrics.jsonl")
     if not os.path.isfile(source):
@@ -223,7 +234,7 @@ def inherit_history(parent: Parent, output_dir: str) -> None:
         with open(target, "w") as f:
             f.writelines(lines)
     best = os.path.join(parent.folder, "best.pt")
-    if parent.state["best_epoch"] >= 0 and os.path.isfile(best):
+    if keep_best and parent.state["best_epoch"] >= 0 and os.path.isfile(best):
         best_state = torch.load(best, map_location="cpu", weights_only=False)
         if best_state.get("best_epoch") == parent.state["best_epoch"]:
             shutil.copyfile(best, os.path.join(output_dir, "best.pt"))

@@ -130,6 +130,27 @@ def test_allowed_changes_act_only_after_the_branch_point(parent):
     assert branch_conflicts(stored, config_to_dict(branch_config(parent, "ok", "train.epochs=3")), THRESHOLD)
 
 
+def test_a_branch_may_evaluate_differently_and_keeps_its_own_best(parent):
+    """eval.* acts only at evaluation: allowed, and the parent's best (measured without the
+    correction) is neither inherited nor copied."""
+    state = load_checkpoint(parent["threshold"])
+    assert state["best_epoch"] >= 0 and os.path.isfile(os.path.join(parent["folder"], "best.pt"))
+    cfg = branch_config(parent, "posthoc", "eval.posthoc=logit_adjust", "eval.tau=0.5")
+    assert branch_conflicts(state["config"], config_to_dict(cfg), THRESHOLD) == []
+    with torch_globals_restored():
+        fit(cfg, branch_from=parent["threshold"])
+    # best.pt is the branch's own first evaluation (last.pt is written before an epoch's evaluation)
+    assert load_checkpoint(os.path.join(cfg.output_dir, "best.pt"))["best_epoch"] == THRESHOLD
+    assert load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))["best_epoch"] == -1
+    record = read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))[-1]
+    assert record["posthoc"]["tau"] == 0.5
+    # the same section as the parent's: the parent's best carries over, as before
+    same = branch_config(parent, "same_eval")
+    run = build_run(same, DistributedContext(), torch.device("cpu"), resuming=True)
+    assert start_branch(run, prepare_branch(parent["threshold"], same))[2] == {
+        "top1": state["best_top1"], "epoch": state["best_epoch"]}
+
+
 def test_train_py_refuses_a_bad_branch_in_one_line(parent):
     out = parent["tmp"] / "cli_refused"
     result = run_script("train.py", "--config", parent["config"], "--branch-from", parent["threshold"],
