@@ -116,9 +116,9 @@ def full_run(args, base_overrides):
     started = time.perf_counter()
     report = fit(cfg, overwrite=True)   # the full-run folder is the benchmark's scratch space: replaced each time
     seconds = time.perf_counter() - started
+    final = f"final top-1 {report.top1:.2f}%, error {100 - report.top1:.2f}%" if report else "stopped before its end"
     print(f"\nfull run: {cfg.train.epochs} epochs of {args.config} in {seconds:.1f} s wall "
-          f"(evaluating every {cfg.train.eval_every} epoch(s)); final top-1 {report['top1']:.2f}%, "
-          f"error {100 - report['top1']:.2f}%")
+          f"(evaluating every {cfg.train.eval_every} epoch(s)); {final}")
 
 
 def comma_list(*choices):
