@@ -1,4 +1,4 @@
-"""The benchmark and profiling command lines run end to end on a tiny config (their figures are
+"""The benchmark, profiling and memory command lines run end to end on a tiny config (their figures are
 for docs/BENCHMARKS.md, never asserted here): every row they promise is printed."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tools import benchmark, profile_step
+from tools import benchmark, profile_step, rsg_memory
 
 pytestmark = pytest.mark.slow      # two short training runs and two profiles: about 25 s
 
@@ -32,3 +32,10 @@ def test_profile_step_reports_both_phases(make_tiny_config, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "before T_th (epoch 0)" in out and "from T_th (epoch 1)" in out
     assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == ["epoch0.json", "epoch1.json"]
+
+
+def test_rsg_memory_prints_both_phases_of_a_recipe(capsys):
+    assert rsg_memory.main(["--batches", "4", "--recipes", "places_lt"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| places_lt | 4 |")]
+    assert [row[2].strip() for row in rows] == ["before T_th", "from T_th"]
+    assert rows[0][3].strip() == "0" and int(rows[1][3]) >= 1      # RSG generates only from T_th
