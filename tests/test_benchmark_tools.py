@@ -39,3 +39,13 @@ def test_rsg_memory_prints_both_phases_of_a_recipe(capsys):
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| places_lt | 4 |")]
     assert [row[2].strip() for row in rows] == ["before T_th", "from T_th"]
     assert rows[0][3].strip() == "0" and int(rows[1][3]) >= 1      # RSG generates only from T_th
+
+
+def test_benchmark_prices_the_diagnostics(make_tiny_config, capsys):
+    config = make_tiny_config("bench_diagnostics")
+    assert benchmark.main(["--config", config, "--steps", "1", "--warmup", "1", "--loaders", "standard",
+                           "--precisions", "none", "--diagnostics", "on,off"]) == 0
+    modes = [line.split("|")[3].split(" (")[0].strip() for line in capsys.readouterr().out.splitlines()
+             if line.startswith("| standard")]
+    assert modes == ["plain", "RSG before T_th", "RSG before T_th, diagnostics off", "RSG from T_th",
+                     "RSG from T_th, diagnostics off"]

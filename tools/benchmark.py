@@ -6,7 +6,8 @@
 For each input path (`standard`: the torch DataLoader with its workers; `device`: the whole split on
 the device, augmented there) and precision (fp32, bf16), it times training steps of the plain
 backbone, of RSG before T_th (L_CESC, contrastive module) and of RSG from T_th (generation, L_MV),
-then evaluation images/s of the evaluation model (RSG removed). Timing starts after warm-up steps and
+then evaluation images/s of the evaluation model (RSG removed). `--diagnostics on,off` adds the RSG
+rows with RSG's per-step statistics switched off (RSG.record_diagnostics), to price them. Timing starts after warm-up steps and
 ends with a device synchronisation. `--full-run` then times a whole run of the config (train.py's
 code path, evaluating every `train.eval_every` epochs). Prints Markdown for docs/BENCHMARKS.md.
 """
@@ -22,6 +23,7 @@ import torch
 from data.builder import build_datasets
 from data.imbalance import class_counts
 from engine.config import load_config
+from engine.diagnostics import find_rsg
 from engine.evaluation import build_eval_loader, predict
 from engine.exits import reports_user_errors
 from engine.loop import loss_weights, training_step
@@ -45,11 +47,13 @@ def cycle_batches(loader, sampler):
         yield from loader
 
 
-def time_training(cfg, data, device, with_rsg, phase, steps, warmup):
+def time_training(cfg, data, device, with_rsg, phase, steps, warmup, diagnostics=True):
     """Training images/s (real samples) and generated samples per step."""
     train_set, test_set, counts = data
     model = prepare_model(build_model(cfg, counts, with_rsg=with_rsg, load_pretrained_weights=False).to(device),
                           cfg.train, False, device).train()
+    if with_rsg:
+        find_rsg(model).record_diagnostics = diagnostics
     model.set_epoch(cfg.rsg.threshold_epoch if phase == "after" else 0)
     criterion = build_loss(cfg, counts).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -102,10 +106,14 @@ def benchmark_table(args, base_overrides):
             train_set, test_set = build_datasets(cfg.data)
             data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
         plain = None
-        for mode, (with_rsg, phase) in MODES.items():
-            rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup)
+        for (mode, (with_rsg, phase)), diagnostics in itertools.product(MODES.items(), args.diagnostics):
+            if diagnostics == "off" and not with_rsg:
+                continue
+            rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup,
+                                            diagnostics == "on")
             plain = plain or rate
-            label = f"{mode} ({generated:.0f} generated/step)" if generated else mode
+            label = mode + (", diagnostics off" if diagnostics == "off" else "")
+            label = f"{label} ({generated:.0f} generated/step)" if generated else label
             evaluation = f"{time_evaluation(cfg, data, device):.0f}" if mode == "plain" else ""
             print(f"| {loader} | {amp} | {label} | {rate:.0f} | {plain / rate:.2f}x | {evaluation} |", flush=True)
     return device
@@ -141,6 +149,8 @@ def main(argv=None):
                         help="input paths to time, comma-separated (standard, device)")
     parser.add_argument("--precisions", type=comma_list("none", "bf16", "fp16"), default="none,bf16",
                         help="train.amp values to time, comma-separated (none, bf16, fp16)")
+    parser.add_argument("--diagnostics", type=comma_list("on", "off"), default="on",
+                        help="RSG's per-step statistics in the RSG rows: on, off or on,off (both, to price them)")
     parser.add_argument("--full-run", action="store_true", help="also time a whole run of the config")
     parser.add_argument("--full-run-dir", default="runs/benchmark_full_run")
     parser.add_argument("--skip-table", action="store_true", help="only the full run")
