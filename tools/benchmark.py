@@ -6,8 +6,9 @@
 For each input path (`standard`: the torch DataLoader with its workers; `device`: the whole split on
 the device, augmented there) and precision (fp32, bf16), it times training steps of the plain
 backbone, of RSG before T_th (L_CESC, contrastive module) and of RSG from T_th (generation, L_MV),
-then evaluation images/s of the evaluation model (RSG removed). `--diagnostics on,off` adds the RSG
-rows with RSG's per-step statistics switched off (RSG.record_diagnostics), to price them. Timing starts after warm-up steps and
+then evaluation images/s of the evaluation model (RSG removed). `--price-diagnostics N` then prices
+RSG's per-step statistics (RSG.record_diagnostics): N steps from T_th with them on and N with them
+off, alternated step by step in one model, so the machine's drift hits both alike. Timing starts after warm-up steps and
 ends with a device synchronisation. `--full-run` then times a whole run of the config (train.py's
 code path, evaluating every `train.eval_every` epochs). Prints Markdown for docs/BENCHMARKS.md.
 """
@@ -15,6 +16,7 @@ code path, evaluating every `train.eval_every` epochs). Prints Markdown for docs
 import argparse
 import itertools
 import platform
+import statistics
 import sys
 import time
 
@@ -47,31 +49,53 @@ def cycle_batches(loader, sampler):
         yield from loader
 
 
-def time_training(cfg, data, device, with_rsg, phase, steps, warmup, diagnostics=True):
-    """Training images/s (real samples) and generated samples per step."""
+def training_setup(cfg, data, device, with_rsg, phase):
+    """(model, a step function returning its generated count) for timing training steps."""
     train_set, test_set, counts = data
     model = prepare_model(build_model(cfg, counts, with_rsg=with_rsg, load_pretrained_weights=False).to(device),
                           cfg.train, False, device).train()
-    if with_rsg:
-        find_rsg(model).record_diagnostics = diagnostics
     model.set_epoch(cfg.rsg.threshold_epoch if phase == "after" else 0)
     criterion = build_loss(cfg, counts).to(device)
     optimizer = build_optimizer(cfg, model)
     precision = Precision(cfg.train.amp, device)
     loader, _, sampler, _ = build_loaders(cfg, train_set, test_set, device)
     batches = cycle_batches(loader, sampler)
+
+    def step() -> int:
+        images, targets = next(batches)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        return training_step(model, criterion, optimizer, images, targets, None, loss_weights(cfg), precision)[2]
+    return model, step
+
+
+def time_training(cfg, data, device, with_rsg, phase, steps, warmup):
+    """Training images/s (real samples) and generated samples per step."""
+    _, step = training_setup(cfg, data, device, with_rsg, phase)
     generated = 0
     for index in range(warmup + steps):
         if index == warmup:
             synchronize(device)
             started = time.perf_counter()
-        images, targets = next(batches)
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        _, _, batch_generated = training_step(model, criterion, optimizer, images, targets, None,
-                                              loss_weights(cfg), precision)
+        batch_generated = step()
         generated += batch_generated if index >= warmup else 0
     synchronize(device)
     return steps * cfg.data.batch_size / (time.perf_counter() - started), generated / steps
+
+
+def price_diagnostics(cfg, data, device, steps, warmup):
+    """Median seconds of a step from T_th with RSG's statistics on, and off: one model, the two
+    settings alternated step by step."""
+    model, step = training_setup(cfg, data, device, True, "after")
+    rsg, seconds = find_rsg(model), {True: [], False: []}
+    for index in range(warmup + 2 * steps):
+        rsg.record_diagnostics = index % 2 == 0
+        synchronize(device)
+        started = time.perf_counter()
+        step()
+        synchronize(device)
+        if index >= warmup:
+            seconds[rsg.record_diagnostics].append(time.perf_counter() - started)
+    return statistics.median(seconds[True]), statistics.median(seconds[False])
 
 
 def time_evaluation(cfg, data, device):
@@ -106,17 +130,24 @@ def benchmark_table(args, base_overrides):
             train_set, test_set = build_datasets(cfg.data)
             data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
         plain = None
-        for (mode, (with_rsg, phase)), diagnostics in itertools.product(MODES.items(), args.diagnostics):
-            if diagnostics == "off" and not with_rsg:
-                continue
-            rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup,
-                                            diagnostics == "on")
+        for mode, (with_rsg, phase) in MODES.items():
+            rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup)
             plain = plain or rate
-            label = mode + (", diagnostics off" if diagnostics == "off" else "")
-            label = f"{label} ({generated:.0f} generated/step)" if generated else label
+            label = f"{mode} ({generated:.0f} generated/step)" if generated else mode
             evaluation = f"{time_evaluation(cfg, data, device):.0f}" if mode == "plain" else ""
             print(f"| {loader} | {amp} | {label} | {rate:.0f} | {plain / rate:.2f}x | {evaluation} |", flush=True)
     return device
+
+
+def print_diagnostics_price(args):
+    cfg = load_config(args.config, args.overrides)
+    device = resolve_device(cfg.train.device)
+    train_set, test_set = build_datasets(cfg.data)
+    data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
+    on, off = price_diagnostics(cfg, data, device, args.price_diagnostics, args.warmup)
+    print(f"\nRSG's diagnostics, {args.price_diagnostics} steps from T_th each way, alternated "
+          f"({cfg.data.loader} loader, amp {cfg.train.amp}): median step {on * 1000:.1f} ms with them, "
+          f"{off * 1000:.1f} ms without (on / off {on / off:.3f})")
 
 
 def full_run(args, base_overrides):
@@ -149,8 +180,8 @@ def main(argv=None):
                         help="input paths to time, comma-separated (standard, device)")
     parser.add_argument("--precisions", type=comma_list("none", "bf16", "fp16"), default="none,bf16",
                         help="train.amp values to time, comma-separated (none, bf16, fp16)")
-    parser.add_argument("--diagnostics", type=comma_list("on", "off"), default="on",
-                        help="RSG's per-step statistics in the RSG rows: on, off or on,off (both, to price them)")
+    parser.add_argument("--price-diagnostics", type=int, default=0, metavar="N",
+                        help="also time N steps from T_th with RSG's statistics on and N off, alternated")
     parser.add_argument("--full-run", action="store_true", help="also time a whole run of the config")
     parser.add_argument("--full-run-dir", default="runs/benchmark_full_run")
     parser.add_argument("--skip-table", action="store_true", help="only the full run")
@@ -162,6 +193,8 @@ def main(argv=None):
           f"overrides {' '.join(args.overrides) or '-'}; batch {cfg.data.batch_size}; {args.steps} timed steps\n")
     if not args.skip_table:
         benchmark_table(args, args.overrides)
+    if args.price_diagnostics:
+        print_diagnostics_price(args)
     if args.full_run:
         full_run(args, args.overrides)
     return 0
