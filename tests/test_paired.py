@@ -11,13 +11,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from test_tables import fake_run
 
 from conftest import ROOT, SCRIPT_ENV, run_script, tiny_config_dict, write_config
 from engine.branch import BRANCH_FILE
 from engine.checkpoint import load_checkpoint
 from tools import collect_results as collector
+from tools import plot_rsg_diagnostics
 from tools.paper_tables import get_table, plan_paired
 from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
 
@@ -75,6 +75,11 @@ def test_the_diagnostics_figure_of_a_branch(pair_run):
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 10_000
     assert os.listdir(os.path.join(folders["with_rsg"], "tensorboard"))
+    # the loss panels are on a log scale: their terms differ by orders of magnitude
+    figure, _ = plot_rsg_diagnostics.diagnostics_figure(folders["with_rsg"], folders["without_rsg"])
+    scales = {axis.get_title(): axis.get_yscale() for axis in figure.axes if axis.get_title()}
+    assert scales["L_CESC terms (Eq. 5), log scale"] == scales["L_MV terms (Eq. 6), log scale"] == "log"
+    assert scales["mean channel norm per position"] == "linear"
 
 
 @pytest.mark.slow

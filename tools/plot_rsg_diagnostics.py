@@ -24,12 +24,12 @@ from tools.figures import read_run_config, require_pyplot, save_figure
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
 RIGHT_AXIS = {"rsg_contrastive_accuracy"}   # a fraction in [0, 1], beside counts of centers
 PANELS = (  # (title, [(metrics key in record["train"], legend label)])
-    ("L_CESC terms (Eq. 5)", [("rsg_center_loss", "center"), ("rsg_contrastive_loss", "contrastive")]),
+    ("L_CESC terms (Eq. 5), log scale", [("rsg_center_loss", "center"), ("rsg_contrastive_loss", "contrastive")]),
     ("centers used; h's pair accuracy (right axis)", [("rsg_centers_used", "centers used per class (exp entropy)"),
                                                       ("rsg_centers_used_min", "fewest centers of a class"),
                                                       ("rsg_contrastive_accuracy", "h accuracy on its pairs")]),
-    ("L_MV terms (Eq. 6)", [("rsg_mv_direction", "direction"), ("rsg_mv_length", "length"),
-                            ("rsg_mv_contrast", "contrast")]),
+    ("L_MV terms (Eq. 6), log scale", [("rsg_mv_direction", "direction"), ("rsg_mv_length", "length"),
+                                       ("rsg_mv_contrast", "contrast")]),
     ("mean channel norm per position", [("rsg_norm_rare", "real rare"), ("rsg_norm_generated", "generated"),
                                         ("rsg_norm_fd_rare", "x_fd-rare (rare spread)"),
                                         ("rsg_norm_transformed", "T(x_fd-freq)"),
@@ -110,6 +110,10 @@ def draw_panel(axis, records, title, series) -> None:
                 right.set_ylim(0, 1)
                 target = right
             handles += target.plot(*zip(*points), marker="o", ms=3, label=label, color=f"C{index}")
+    if title.endswith("log scale") and handles:
+        # the loss terms differ by orders of magnitude (the center term in the tens of thousands, a
+        # cross-entropy below 1); all are positive
+        axis.set_yscale("log")
     axis.set_title(title, fontsize=9)
     axis.set_xlabel("epoch")
     if handles:
