@@ -131,6 +131,7 @@ class Parent:
     folder: str                     # the parent's run folder
     state: dict                     # the loaded checkpoint
     sha256: str
+    same_evaluation: bool           # evaluates_alike: the best so far carries over
 
     @property
     def epoch(self) -> int:
@@ -143,6 +144,13 @@ def check_own_folder(checkpoint: str, cfg) -> None:
     if os.path.abspath(cfg.output_dir) == os.path.dirname(os.path.abspath(checkpoint)):
         raise UserError(f"--branch-from {checkpoint}: the branch would write into its parent's folder; give it "
                         f"its own output_dir=... (or continue the parent with --resume)")
+
+
+def evaluates_alike(parent_config: dict, cfg) -> bool:
+    """The branch evaluates as its parent did (the same eval.* section), so the parent's best top-1 and
+    best.pt compare with the branch's evaluations."""
+    parents = config_to_dict(config_from_dict(parent_config))    # defaults filled in, as the branch's
+    return parents["eval"] == config_to_dict(cfg)["eval"]
 
 
 def prepare_branch(checkpoint: str, cfg) -> Parent:
@@ -160,7 +168,7 @@ def prepare_branch(checkpoint: str, cfg) -> Parent:
         raise UserError(f"{where}: the branch's config differs from its parent's in what acts before the branch "
                         f"point (epoch {state['epoch']}): {'; '.join(conflicts)}. Change only what acts from "
                         f"epoch {state['epoch']} on, or train a new run")
-    return Parent(checkpoint, folder, state, file_sha256(checkpoint))
+    return Parent(checkpoint, folder, state, file_sha256(checkpoint), evaluates_alike(state["config"], cfg))
 
 
 def start_branch(run, parent: Parent):
@@ -174,23 +182,16 @@ def start_branch(run, parent: Parent):
     run.optimizer.load_state_dict(optimizer_state_by_name(state, names, run.counts))
     run.precision.load_state_dict(state.get("scaler", {}))
     best = {"top1": -1.0, "epoch": -1}
-    if evaluates_like_parent(parent, run.cfg):
+    if parent.same_evaluation:
         best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
     log.info("branched from %s (epoch %d, sha256 %s)", parent.checkpoint, parent.epoch, parent.sha256[:12])
     return parent.epoch, 0, best
 
 
-def evaluates_like_parent(parent: Parent, cfg) -> bool:
-    """The branch evaluates as its parent did (the same eval.* section), so the parent's best top-1 and
-    best.pt compare with the branch's evaluations."""
-    parents = config_to_dict(config_from_dict(parent.state["config"]))    # defaults filled in, as the branch's
-    return parents["eval"] == config_to_dict(cfg)["eval"]
-
-
 def write_branch_record(parent: Parent, cfg) -> None:
     """Rank 0, once the run owns its folder (engine/run.py claim): the parent's history before the
     branch point and branch.json, the record of the parent."""
-    inherit_history(parent, cfg.output_dir, keep_best=evaluates_like_parent(parent, cfg))
+    inherit_history(parent, cfg.output_dir, keep_best=parent.same_evaluation)
     record_parent(parent, cfg)
 
 
