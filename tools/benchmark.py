@@ -98,6 +98,12 @@ def price_diagnostics(cfg, data, device, steps, warmup):
     return statistics.median(seconds[True]), statistics.median(seconds[False])
 
 
+def benchmark_data(cfg):
+    """(training set, evaluation set, training class counts): what the timing functions take as `data`."""
+    train_set, test_set = build_datasets(cfg.data)
+    return train_set, test_set, class_counts(train_set.targets, train_set.num_classes)
+
+
 def time_evaluation(cfg, data, device):
     """Evaluation images/s over the whole evaluation split (after one warm-up pass)."""
     _, test_set, counts = data
@@ -127,8 +133,7 @@ def benchmark_table(args, base_overrides):
         cfg = load_config(args.config, base_overrides + [f"data.loader={loader}", f"train.amp={amp}"])
         device = resolve_device(cfg.train.device)
         if data is None:
-            train_set, test_set = build_datasets(cfg.data)
-            data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
+            data = benchmark_data(cfg)
         plain = None
         for mode, (with_rsg, phase) in MODES.items():
             rate, generated = time_training(cfg, data, device, with_rsg, phase, args.steps, args.warmup)
@@ -139,12 +144,9 @@ def benchmark_table(args, base_overrides):
     return device
 
 
-def print_diagnostics_price(args):
-    cfg = load_config(args.config, args.overrides)
-    device = resolve_device(cfg.train.device)
-    train_set, test_set = build_datasets(cfg.data)
-    data = (train_set, test_set, class_counts(train_set.targets, train_set.num_classes))
-    on, off = price_diagnostics(cfg, data, device, args.price_diagnostics, args.warmup)
+def print_diagnostics_price(args, cfg):
+    on, off = price_diagnostics(cfg, benchmark_data(cfg), resolve_device(cfg.train.device), args.price_diagnostics,
+                                args.warmup)
     print(f"\nRSG's diagnostics, {args.price_diagnostics} steps from T_th each way, alternated "
           f"({cfg.data.loader} loader, amp {cfg.train.amp}): median step {on * 1000:.1f} ms with them, "
           f"{off * 1000:.1f} ms without (on / off {on / off:.3f})")
@@ -194,7 +196,7 @@ def main(argv=None):
     if not args.skip_table:
         benchmark_table(args, args.overrides)
     if args.price_diagnostics:
-        print_diagnostics_price(args)
+        print_diagnostics_price(args, cfg)
     if args.full_run:
         full_run(args, args.overrides)
     return 0
