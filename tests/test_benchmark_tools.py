@@ -9,7 +9,7 @@ import pytest
 
 from tools import benchmark, profile_step, rsg_memory
 
-pytestmark = pytest.mark.slow      # two short training runs and two profiles: about 25 s
+pytestmark = pytest.mark.slow      # short training runs, profiles and an RSG at ImageNet width: about 20 s
 
 
 def test_benchmark_prints_every_mode_and_a_full_run(make_tiny_config, tmp_path, capsys):
