@@ -175,6 +175,9 @@ class TrainConfig:
     deterministic: bool = False     # deterministic kernels (bit-exact resume on the CPU)
     device: str = "auto"            # auto = cuda when available, else cpu
     eval_every: int = 1             # evaluate every N epochs (and always at the last)
+    # From this epoch index on, evaluate every epoch whatever eval_every says; null = never. A long
+    # run on a slow machine: eval_every 10 while the lr is high, every epoch from the first decay (T_th).
+    eval_every_epoch_from: Optional[int] = None
     log_every: int = 20             # steps between TensorBoard step scalars
     progress: bool = True           # tqdm bar per epoch
     amp: str = choice("none", ["none", "bf16", "fp16"],
@@ -234,8 +237,8 @@ class Config:
 # to its config (tools/collect_results.py).
 RUN_KEYS = frozenset({"name", "output_dir", "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
                       "data.decoder", "data.loader", "train.device", "train.progress", "train.log_every",
-                      "train.eval_every", "train.amp", "train.channels_last", "train.compile", "train.sync_bn",
-                      "train.deterministic"})
+                      "train.eval_every", "train.eval_every_epoch_from", "train.amp", "train.channels_last",
+                      "train.compile", "train.sync_bn", "train.deterministic"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +478,10 @@ def validate(cfg: Config) -> None:
     need(cfg.model.pretrained in ("none", "torchvision") or cfg.model.pretrained.endswith((".pth", ".pt")),
          "model.pretrained", f"is {cfg.model.pretrained!r}; valid: none, torchvision, or a path to a .pth file")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.eval_every >= 1, "train.eval_every", "must be >= 1 (the last epoch is always evaluated)")
+    need(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
+    need(cfg.train.eval_every_epoch_from is None or cfg.train.eval_every_epoch_from >= 0,
+         "train.eval_every_epoch_from", "must be >= 0 (an epoch index), or null for never")
     need(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
     need(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")

@@ -34,7 +34,7 @@ from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, 
                                remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
                             seed_everything, set_determinism, setup_logging)
-from engine.schedules import class_weights, learning_rate
+from engine.schedules import class_weights, is_evaluation_epoch, learning_rate
 from engine.stage import check_same_parent, parent_record, prepare_stage, record_parent
 from losses import build_loss
 from models import build_model
@@ -443,7 +443,7 @@ def complete_pending_epoch(run: Run, record: dict, best: dict) -> dict:
     epoch = record["epoch"]
     log.info("epoch %d was trained and saved but not recorded (its evaluation did not finish): completing it",
              epoch)
-    if is_evaluation_epoch(cfg, epoch):
+    if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         record.pop("report")
     if run.metrics_log is not None:
@@ -496,10 +496,6 @@ def stop_now(run: Run, stop: StopRequest, epoch: int, step: int, best: dict) -> 
     raise SystemExit(128 + stop.signal_number)
 
 
-def is_evaluation_epoch(cfg, epoch: int) -> bool:
-    return (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs
-
-
 def evaluate_into(run: Run, record: dict, best: dict) -> dict:
     """Evaluate, store the figures in the record under the evaluated split's name (test or val),
     save best.pt if they are the best so far; returns the best."""
@@ -538,7 +534,7 @@ def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
     report_unreadable_over_ranks(run, [run.train_set], f"epoch {epoch}")
     # The epoch's training is saved before its evaluation: a bad evaluation image costs no training.
     save(run, "last.pt", epoch + 1, 0, best, record)
-    if is_evaluation_epoch(cfg, epoch):
+    if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         report = record.pop("report")
     if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)

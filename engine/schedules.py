@@ -1,4 +1,5 @@
-"""Schedules as pure functions of the epoch index (0-based): learning rate and class weights.
+"""Schedules as pure functions of the epoch index (0-based): learning rate, class weights and the
+evaluated epochs.
 
 The RSG phase is the third schedule; it lives in the module itself (`RSG.set_epoch`). The fourth,
 deferred re-sampling (DRS), is the training sampler's (`data/samplers.py`, `DeferredResampler`).
@@ -59,3 +60,10 @@ def class_weights(epoch: int, class_counts: Sequence[int], loss_cfg) -> Optional
     if start is not None and epoch >= start:
         return class_balanced_weights(class_counts, loss_cfg.reweight_beta)
     return None
+
+
+def is_evaluation_epoch(epoch: int, train_cfg) -> bool:
+    """Every `eval_every` epochs, every epoch from `eval_every_epoch_from` on, and always the last."""
+    dense_from = train_cfg.eval_every_epoch_from
+    return ((epoch + 1) % train_cfg.eval_every == 0 or epoch + 1 == train_cfg.epochs
+            or (dense_from is not None and epoch >= dense_from))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from tools import benchmark, profile_step, rsg_memory
 
@@ -15,14 +16,33 @@ pytestmark = pytest.mark.slow      # short training runs, profiles and an RSG at
 def test_benchmark_prints_every_mode_and_a_full_run(make_tiny_config, tmp_path, capsys):
     config = make_tiny_config("bench")
     assert benchmark.main(["--config", config, "--steps", "2", "--warmup", "1", "--loaders", "standard,device",
-                           "--precisions", "none", "--full-run", "--full-run-dir", str(tmp_path / "full")]) == 0
+                           "--precisions", "none", "--threads", "1,2", "--full-run",
+                           "--full-run-dir", str(tmp_path / "full")]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| standard") or line.startswith("| device")]
-    assert len(rows) == 6                                   # 2 input paths x (plain, before T_th, from T_th)
-    assert [re.split(r" \(", row.split("|")[3].strip())[0] for row in rows[:3]] == list(benchmark.MODES)
-    assert "generated/step" in rows[2] and rows[0].split("|")[6].strip().isdigit()   # eval images/s on plain
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [12] \| (standard|device) ", line)]
+    # 2 thread counts x 2 input paths, each: plain, before T_th, from T_th, evaluation
+    assert len(rows) == 16
+    assert [(r[0].strip(), r[1].strip()) for r in rows[::4]] == [("1", "standard"), ("1", "device"),
+                                                                  ("2", "standard"), ("2", "device")]
+    modes = [re.split(r" \(", row[5].strip())[0] for row in rows[:4]]
+    assert modes == list(benchmark.MODES) + [benchmark.EVALUATION]
+    assert "generated/step" in rows[2][5] and all(row[6].strip().isdigit() for row in rows)
+    assert rows[0][7].strip() == "1.00x" and rows[0][8].strip() == "1.00x"    # plain of the first setting
+    assert rows[3][7].strip() == ""                                           # no RSG cost for evaluation
     match = re.search(r"full run: 2 epochs of .* final top-1 ([0-9.]+)%, error ([0-9.]+)%", out)
     assert match and abs(float(match[1]) + float(match[2]) - 100) < 0.02
+
+
+def test_benchmark_alternates_the_rows_in_rotated_rounds():
+    order = []
+
+    def row(name):
+        return benchmark.Row(benchmark.Setting(1, "device", "none", False, False), name,
+                             lambda: order.append(name) or 0, batch=4)
+    rows = [row("a"), row("b"), row("c")]
+    benchmark.run_alternated(rows, torch.device("cpu"), steps=2, warmup=1)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(r.seconds) == 2 for r in rows)                   # the warm-up round is not timed
 
 
 def test_profile_step_reports_both_phases(make_tiny_config, tmp_path, capsys):

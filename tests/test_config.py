@@ -228,6 +228,9 @@ def test_section_set_as_value_and_value_as_section(tmp_path):
     ("rsg.frequent_ratio=0", "rsg.frequent_ratio"),
     ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
     ("train.device=tpu", "train.device"),
+    ("train.eval_every=0", "train.eval_every"),
+    ("train.log_every=0", "train.log_every"),
+    ("train.eval_every_epoch_from=-1", "train.eval_every_epoch_from"),
 ])
 def test_range_checks(tmp_path, override, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):

@@ -211,3 +211,19 @@ def test_accuracy_report_empty_group_and_class_without_test_images():
     assert lines[0] == "title"
     assert lines[1].split() == ["Many", "Medium", "Few", "All"]
     assert lines[2].split() == ["-", "75.00", "50.00", "60.00"]
+
+
+def test_evaluated_epochs_sparse_then_every_epoch_from_the_threshold():
+    from engine.config import TrainConfig
+    from engine.schedules import is_evaluation_epoch
+
+    def evaluated(**keys):
+        train = TrainConfig(**keys)
+        return [epoch for epoch in range(train.epochs) if is_evaluation_epoch(epoch, train)]
+
+    assert evaluated(epochs=5) == [0, 1, 2, 3, 4]
+    assert evaluated(epochs=12, eval_every=5) == [4, 9, 11]                    # the last always
+    # the CPU study's cadence: every 10 epochs while the lr is high, every epoch from T_th = 160
+    late = evaluated(epochs=200, eval_every=10, eval_every_epoch_from=160)
+    assert late == list(range(9, 160, 10)) + list(range(160, 200))
+    assert evaluated(epochs=30, eval_every=6, eval_every_epoch_from=24) == [5, 11, 17, 23, 24, 25, 26, 27, 28, 29]

@@ -94,6 +94,23 @@ def test_cosine_head_logits_are_cosines():
     torch.testing.assert_close(logits, expected)
 
 
+@pytest.mark.parametrize("amp", [torch.bfloat16, torch.float16])
+def test_the_head_runs_in_float32_under_autocast(amp):
+    """LDAM scales the cosines by 30: rounded to bf16 they would move the logits by about 0.1."""
+    torch.manual_seed(0)
+    model = build_model(config("rsg.enabled=false"), COUNTS).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=amp):
+        images = torch.randn(4, 3, 32, 32)
+        features = model.backbone(images)                 # autocast: half precision
+        logits, _, _ = model(images)
+        reduced = model.head(features)                    # the head as autocast would run it
+    with torch.no_grad():
+        in_float32 = model.head(features.float())
+    assert features.dtype == amp and logits.dtype == torch.float32 and reduced.dtype == amp
+    torch.testing.assert_close(logits, in_float32, rtol=0, atol=0)
+    assert not torch.equal(reduced.float(), in_float32)
+
+
 @pytest.mark.slow
 def test_evaluation_model_has_no_rsg_parameters():
     cfg = config()
