@@ -83,6 +83,40 @@ def test_the_diagnostics_figure_of_a_branch(pair_run):
 
 
 @pytest.mark.slow
+def test_exported_results_hold_the_evidence_and_read_like_the_runs(pair_run, tmp_path):
+    import shutil
+
+    from tools import export_results
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pair_run["tmp"] / "runs", runs)
+    folders = pair_folders(str(runs), pair_run["config"], 0)
+    with open(os.path.join(folders["without_rsg"], "metrics.jsonl")) as f:
+        lines = f.readlines()
+    with open(os.path.join(folders["without_rsg"], "metrics.jsonl"), "w") as f:
+        f.writelines(lines[:-1])                                     # this branch is now unfinished
+    results = tmp_path / "results"
+    assert export_results.export(str(runs), str(results), []) == ([folders["shared"], folders["with_rsg"]], [],
+                                                                  [folders["without_rsg"]])
+    exported = pair_folders(str(results), pair_run["config"], 0)
+    assert sorted(os.listdir(exported["with_rsg"])) == ["branch.json", "config.yaml", "export.json",
+                                                       "last.per_class.csv", "last.report.json", "metrics.jsonl",
+                                                       "train.log"]
+    assert not os.path.exists(exported["without_rsg"])
+    # the float32 evaluation of last.pt is the final epoch's (a float32 run), and names the checkpoint
+    report = json.load(open(os.path.join(exported["with_rsg"], "last.report.json")))
+    final = json.loads(open(os.path.join(exported["with_rsg"], "metrics.jsonl")).readlines()[-1])["test"]
+    assert report["top1"] == pytest.approx(final["top1"], abs=1e-9)
+    assert len(report["sha256"]) == 64 and report["epoch"] == 3 and report["code_version"] != "unknown"
+    # again: nothing new; a different run at the same place is refused, never overwritten
+    assert export_results.export(str(runs), str(results), [])[:2] == ([], [folders["shared"], folders["with_rsg"]])
+    with open(os.path.join(exported["shared"], "metrics.jsonl"), "a") as f:
+        f.write("{}\n")
+    with pytest.raises(export_results.UserError, match="never overwritten"):
+        export_results.export(str(runs), str(results), [])
+
+
+@pytest.mark.slow
 def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
     with_rsg = write_config(tmp_path / "w.yaml", tiny_config_dict(tmp_path / "x", **SECTIONS))
     other = tiny_config_dict(tmp_path / "x", **SECTIONS)
