@@ -376,7 +376,10 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
         lock.seen = folder_state(cfg.output_dir)
     set_determinism(cfg.train.deterministic)
     rank_batch_size(cfg, ctx.world_size)
-    if cfg.rsg.enabled and cfg.rsg.threshold_epoch >= cfg.train.epochs:
+    if cfg.rsg.enabled and cfg.rsg.threshold_epoch == cfg.train.epochs:   # e.g. rsg_pair.py's shared stage
+        log.info("the run ends at rsg.threshold_epoch (%d): a first stage, RSG generates in none of its epochs; "
+                 "threshold.pt keeps it for branching (train.py --branch-from)", cfg.train.epochs)
+    elif cfg.rsg.enabled and cfg.rsg.threshold_epoch > cfg.train.epochs:
         log.warning("rsg.threshold_epoch is %d but the run has %d epochs (0..%d): RSG will never generate "
                     "in it (only its contrastive module trains); lower rsg.threshold_epoch, or set "
                     "rsg.enabled=false", cfg.rsg.threshold_epoch, cfg.train.epochs, cfg.train.epochs - 1)

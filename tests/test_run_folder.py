@@ -418,6 +418,11 @@ def test_a_threshold_epoch_past_the_run_is_warned_about(finished_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "RSG will never generate" in result.stderr
     assert "RSG will never generate" in (tmp_path / "r" / "train.log").read_text()
+    # a run that ends exactly at T_th is a first stage to branch from (rsg_pair.py's shared stage): no warning
+    result = run_script("train.py", "--config", path, f"output_dir={tmp_path / 's'}", "train.epochs=1",
+                        "rsg.threshold_epoch=1")
+    assert result.returncode == 0 and "never generate" not in result.stderr
+    assert "a first stage" in result.stderr and (tmp_path / "s" / "threshold.pt").is_file()
 
 
 # ---------------------------------------------------------------------------------------------
