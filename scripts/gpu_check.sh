@@ -14,6 +14,7 @@
 set -euo pipefail
 source=$1; out=$2; seeds=${3:-1}; shift $(( $# >= 3 ? 3 : $# ))
 python=${PYTHON:-python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the training packages, from the checkout (no setup.sh there)
 mkdir -p "$out"
 if [ -d "$source" ]; then root=$source; else
   mkdir -p "$out/data" && unzip -q -o "$source" -d "$out/data" && root="$out/data/cifar10-jpeg"; fi

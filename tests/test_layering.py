@@ -86,3 +86,23 @@ def test_rsg_imports_only_torch():
         roots |= {node.module.split(".")[0] for node in ast.walk(tree)
                   if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
         assert roots <= {"torch", "rsg", "__future__", "typing", "dataclasses", "math", "collections", "functools"}, path
+
+
+@pytest.mark.slow
+def test_pip_install_installs_the_plug_in_alone(tmp_path):
+    """A researcher who wants only RSG runs `pip install .`: the wheel holds `rsg` and its metadata,
+    none of the training code's generic package names (core, data, engine, ...)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "source"      # a copy: building in the checkout would leave build/ and egg-info there
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "datasets", "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                             "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheel").iterdir()
+    top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert top_level == {"rsg", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    assert {"rsg/__init__.py", "rsg/module.py", "rsg/attach.py"} <= set(zipfile.ZipFile(wheel).namelist())
