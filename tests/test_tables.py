@@ -21,6 +21,7 @@ from engine.config import load_config, save_config
 from engine.evaluation import EvaluationReport, write_per_class_csv
 from engine.metrics import accuracy_report
 from tools import collect_results as collector
+from tools.beyond_tables import BEYOND_TABLES
 from tools.paper_tables import TABLES, get_table, run_dir
 
 # runs per table: configs x default seeds (3 for CIFAR, 1 for Tables 7-9)
@@ -69,7 +70,7 @@ def test_reproduction_md_lists_every_table_and_config():
     with open(os.path.join(ROOT, "docs", "REPRODUCTION.md")) as f:
         text = f.read()
     assert text.count(collector.BEGIN) == 1 and text.count(collector.END) == 1
-    for number in TABLES:
+    for number in [*TABLES, *BEYOND_TABLES]:
         table = get_table(number)
         assert f"## Table {number} ({table.title})" in text
         for config in table.configs():
@@ -322,7 +323,9 @@ def test_reproduction_keeps_the_text_around_the_tables(tmp_path, table6_runs):
     assert text.endswith(collector.END + "\n\n## Smoke runs\n\nkept\n")
     assert "old tables" not in text
     assert [int(n) for n in re.findall(r"^## Table (\d+) ", text, flags=re.M)] == list(TABLES)
+    assert re.findall(r"^## Table (beyond\w*) ", text, flags=re.M) == ["beyond", "beyond_imagenet"]
     assert "29.80 ± 1.21 (paper 29.64, +0.16)" in text and "not run yet (paper 43.3)" in text
+    assert "not run yet (published 22.46)" in text            # the beyond table: published figures, not the paper's
     doc.write_text("# no markers\n")
     assert collector.main([table6_runs, "--reproduction", str(doc)]) == 2
 

@@ -364,7 +364,7 @@ def pair_results(table: Table, results: list[CellResult], reference=None) -> lis
 
 
 def format_pairs(table: Table, pairs: list[PairResult], markdown: bool = False) -> list[str]:
-    if not pairs:
+    if not any(pair.differences for pair in pairs):      # nothing run yet: no list of empty pairs
         return []
     unit = table.unit.split(" (")[0] if "error" in table.unit else table.unit
     title = (f"Paired cells: w/ minus w/o RSG per seed ({unit}; for errors, negative = RSG better) and the "
@@ -408,8 +408,9 @@ def describe(table: Table, seeds, epoch: str) -> str:
               f"the test top-1 of the {epoch} epoch")
     ours = (f"the run with seed {seeds[0]}" if len(seeds) == 1 else
             f"mean ± standard deviation over seeds {', '.join(map(str, seeds))}")
-    return (f"{table.unit[0].upper()}{table.unit[1:]}; ours = {ours} ({source}), the paper's number, "
-            f"ours minus the paper.")
+    theirs = "the paper's number, ours minus the paper" if table.reference == "paper" else \
+        "the published figure (sources below), ours minus it"
+    return f"{table.unit[0].upper()}{table.unit[1:]}; ours = {ours} ({source}), {theirs}."
 
 
 def grid_rows(table: Table, results: list[CellResult]):
@@ -421,8 +422,9 @@ def grid_rows(table: Table, results: list[CellResult]):
 def format_text(table: Table, results: list[CellResult], seeds, epoch: str = "final") -> str:
     """The table in the paper's layout; each cell: ours, paper, diff on three lines."""
     lines_per_row = []
-    kinds = ("ours", "paper", "diff") + (("RSG Δ",) if any(r.partner for r in results) else ())
-    text_of = {"ours": ours_text, "paper": lambda r: paper_text(r, table), "diff": diff_text, "RSG Δ": delta_text}
+    kinds = ("ours", table.reference, "diff") + (("RSG Δ",) if any(r.partner for r in results) else ())
+    text_of = {"ours": ours_text, table.reference: lambda r: paper_text(r, table), "diff": diff_text,
+               "RSG Δ": delta_text}
     for row, cells in grid_rows(table, results):
         for kind in kinds:
             texts = ["" if r is None else text_of[kind](r) for r in cells]
@@ -430,11 +432,11 @@ def format_text(table: Table, results: list[CellResult], seeds, epoch: str = "fi
     widths = [max([len(c)] + [len(texts[i]) for _, _, texts in lines_per_row]) for i, c in enumerate(table.columns)]
     label = max(len(row) for row in table.rows)
     out = [f"Table {table.number}: {table.title}", describe(table, seeds, epoch),
-           " " * (label + 8) + "  ".join(c.ljust(w) for c, w in zip(table.columns, widths))]
+           " " * (label + 11) + "  ".join(c.ljust(w) for c, w in zip(table.columns, widths))]
     for index, (row, kind, texts) in enumerate(lines_per_row):
         if index and kind == "ours":
             out.append("")
-        out.append(f"{row.ljust(label)}  {kind.ljust(6)}" + "  ".join(t.ljust(w) for t, w in zip(texts, widths)))
+        out.append(f"{row.ljust(label)}  {kind.ljust(9)}" + "  ".join(t.ljust(w) for t, w in zip(texts, widths)))
     out += footnotes(results)
     out += format_pairs(table, pair_results(table, results))
     return "\n".join(line.rstrip() for line in out) + "\n"
@@ -452,7 +454,8 @@ def footnotes(results: list[CellResult]) -> list[str]:
 def markdown_cell(result: Optional[CellResult], table: Table) -> str:
     if result is None:
         return ""
-    paper = "no paper number" if result.cell.paper is None else f"paper {paper_text(result, table)}"
+    paper = f"no {table.reference} number" if result.cell.paper is None else \
+        f"{table.reference} {paper_text(result, table)}"
     if not result.n:
         return f"not run yet ({paper})"
     delta = f"; RSG Δ {delta_text(result)}" if result.rsg_delta is not None else ""
@@ -553,7 +556,8 @@ def parse_args(argv=None):
                         help="CIFAR runs: the final epoch's test top-1 (default) or the best epoch's")
     parser.add_argument("--markdown", help="write the tables as Markdown to this file")
     parser.add_argument("--csv", help="write one line per cell to this CSV file")
-    parser.add_argument("--reproduction", help="regenerate the tables of this docs/REPRODUCTION.md (every table)")
+    parser.add_argument("--reproduction", help="regenerate the tables of this docs/REPRODUCTION.md (every paper "
+                                                   "table and the beyond tables)")
     return parser.parse_args(argv)
 
 
@@ -581,7 +585,8 @@ def main(argv=None) -> int:
         numbers = list(TABLES) if args.all else args.table
         if not numbers and not args.reproduction:
             raise UserError("name a table (--table 6) or --all")
-        needed = sorted(set(numbers) | (set(TABLES) if args.reproduction else set()))
+        # --reproduction regenerates every table of the document: the paper's, then the beyond tables
+        needed = list(dict.fromkeys([*numbers, *([*TABLES, *BEYOND_TABLES] if args.reproduction else [])]))
         collected, unknown = collect([get_table(n) for n in needed], args.runs_dir, seeds, args.epoch,
                                      args.subset)
         for run in unknown:

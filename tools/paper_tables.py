@@ -86,6 +86,11 @@ class Table:
         return {c.config: c.parent for c in self.cells if c.parent}
 
     @property
+    def reference(self) -> str:
+        """Whose number stands beside ours: the paper's, or (the beyond tables) a published figure."""
+        return "paper" if isinstance(self.number, int) else "published"
+
+    @property
     def script(self) -> str:
         return f"scripts/table{self.number}.sh" if isinstance(self.number, int) else f"scripts/table_{self.number}.sh"
 
