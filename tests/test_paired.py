@@ -83,6 +83,22 @@ def test_the_diagnostics_figure_of_a_branch(pair_run):
 
 
 @pytest.mark.slow
+def test_report_reads_rsg_internals_without_running_anything(pair_run):
+    result = run_script("scripts/rsg_pair.py", "--config", pair_run["config"], "--seeds", "0", "--output-root",
+                        pair_run["tmp"] / "runs", "--report", "--diagnostics")
+    assert result.returncode == 0, result.stderr
+    assert "[seed" not in result.stdout and "wall time" not in result.stdout       # nothing ran
+    shared = next(line for line in result.stdout.splitlines() if line.startswith("seed 0, shared stage (2 epochs)"))
+    assert "centers used per class" in shared and "always 'different' would score" in shared
+    branch = next(line for line in result.stdout.splitlines() if line.startswith("seed 0, with-RSG branch (1 epochs"))
+    assert "L_MV direction" in branch and "spread of generated" in branch
+    per_class = result.stdout.splitlines()[-1]
+    finals = [json.loads(open(os.path.join(pair_run["folders"][b], "metrics.jsonl")).readlines()[-1])["test_per_class"]
+              for b in ("with_rsg", "without_rsg")]
+    assert per_class == "seed 0: " + " ".join(f"{a - b:+.1f}" for a, b in zip(*finals))
+
+
+@pytest.mark.slow
 def test_exported_results_hold_the_evidence_and_read_like_the_runs(pair_run, tmp_path):
     import shutil
 

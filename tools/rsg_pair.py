@@ -4,6 +4,7 @@ two branches from its threshold.pt, one with RSG and one without (engine/branch.
     python scripts/rsg_pair.py --config configs/cpu_short/cifar10_jpeg_lt_ldam_drw_rsg_r100.yaml \
         --seeds 0,1,2 --data-root /data/cifar10-jpeg [--output-root runs] [key=value ...]
     python scripts/rsg_pair.py --config W.yaml --without WO.yaml --seeds 0 --dry-run
+    python scripts/rsg_pair.py --config W.yaml --without WO.yaml --seeds 0,1,2 --output-root results/X --report --diagnostics
 
 Before T_th RSG cannot change the backbone (it reads detached features and generates nothing), so
 the two runs of a seed share their first T_th epochs exactly, and their difference is RSG's effect
@@ -141,6 +142,101 @@ def summary(with_config: str, seeds, output_root: str) -> str:
     return "\n".join(lines)
 
 
+def epoch_metrics(folder: str, generating_only: bool = False) -> list:
+    """The `train` metrics of the recorded epochs of a run folder ([] when it has none); with
+    `generating_only`, of the epochs from T_th on (a branch's metrics.jsonl starts with its parent's)."""
+    from tools.collect_results import read_run
+
+    if not os.path.isfile(os.path.join(folder, "config.yaml")):
+        return []
+    run = read_run(folder)
+    first = run.config["rsg"]["threshold_epoch"] if generating_only else 0
+    return [line["train"] for line in run.metrics if "train" in line and line["epoch"] >= first]
+
+
+def always_different_rate(counts) -> float:
+    """The contrastive module's accuracy when it always answers "different class" on pairs drawn
+    from a training set with these class counts: 1 - sum of the squared class shares."""
+    total = sum(counts)
+    return 1.0 - sum((n / total) ** 2 for n in counts)
+
+
+# (label, metrics key) of RSG's internals read from the with-RSG branch (rsg/module.py, diagnostics)
+GENERATION_READINGS = (("generated/step", "generated_per_step"), ("L_MV direction", "rsg_mv_direction"),
+                       ("L_MV length", "rsg_mv_length"), ("L_MV contrast", "rsg_mv_contrast"),
+                       ("cos(T(x_fd-freq), x_fd-rare)", "rsg_cosine_transformed_rare"),
+                       ("||x_fd-rare||", "rsg_norm_fd_rare"), ("spread of generated", "rsg_spread_generated"),
+                       ("centers used per class", "rsg_centers_used"))
+
+
+def training_counts(with_config: str, seeds, output_root: str):
+    """The training class counts: from a stage's exported evaluation report (results/), else from
+    its last.pt (a run folder); None when neither exists yet."""
+    import json
+
+    from engine.checkpoint import load_checkpoint
+
+    for seed in seeds:
+        for folder in pair_folders(output_root, with_config, seed).values():
+            report, checkpoint = os.path.join(folder, "last.report.json"), os.path.join(folder, "last.pt")
+            if os.path.isfile(report):
+                with open(report) as f:
+                    return json.load(f)["train_counts"]
+            if os.path.isfile(checkpoint):
+                return load_checkpoint(checkpoint)["class_counts"]
+    return None
+
+
+def diagnostics(with_config: str, seeds, output_root: str, counts=None) -> str:
+    """RSG's internals per seed: the shared stage at T_th (center use, the contrastive module's
+    accuracy against always answering "different"), then the with-RSG branch's first and last
+    epoch (generation, the L_MV terms, where the generated samples lie)."""
+    def value(metrics, key):
+        number = metrics.get(key)
+        return "-" if number is None else f"{number:.3f}" if abs(number) < 10 else f"{number:.1f}"
+
+    lines = [f"RSG's internals, {with_config} (metrics.jsonl of each stage)"]
+    baseline = f"; always 'different' would score {100 * always_different_rate(counts):.1f}%" if counts else ""
+    for seed in seeds:
+        folders = pair_folders(output_root, with_config, seed)
+        shared, branch = epoch_metrics(folders["shared"]), epoch_metrics(folders["with_rsg"], generating_only=True)
+        if not shared:
+            lines.append(f"seed {seed}: no shared stage recorded")
+            continue
+        first, last = shared[0], shared[-1]
+        lines.append(f"seed {seed}, shared stage ({len(shared)} epochs): centers used per class "
+                     f"{value(first, 'rsg_centers_used')} -> {value(last, 'rsg_centers_used')}, center term "
+                     f"{value(first, 'rsg_center_loss')} -> {value(last, 'rsg_center_loss')}, contrastive accuracy "
+                     f"{100 * first.get('rsg_contrastive_accuracy', float('nan')):.1f}% -> "
+                     f"{100 * last.get('rsg_contrastive_accuracy', float('nan')):.1f}%{baseline}")
+        if branch:
+            readings = ", ".join(f"{label} {value(branch[0], key)} -> {value(branch[-1], key)}"
+                                 for label, key in GENERATION_READINGS)
+            lines.append(f"seed {seed}, with-RSG branch ({len(branch)} epochs, first -> last): {readings}")
+    return "\n".join(lines)
+
+
+def per_class_differences(with_config: str, seeds, output_root: str) -> str:
+    """Final per-class test accuracy, w/ minus w/o RSG, one line per seed (classes by index)."""
+    from tools.collect_results import read_run
+
+    lines = ["final per-class test accuracy, w/ minus w/o RSG (points; classes 0, 1, ...)"]
+    for seed in seeds:
+        folders = pair_folders(output_root, with_config, seed)
+        finals = []
+        for branch in ("with_rsg", "without_rsg"):
+            path = os.path.join(folders[branch], "config.yaml")
+            records = read_run(folders[branch]).metrics if os.path.isfile(path) else []
+            finals.append(next((line["test_per_class"] for line in reversed(records) if line.get("test_per_class")),
+                               None))
+        if None in finals:
+            lines.append(f"seed {seed}: not finished")
+            continue
+        lines.append(f"seed {seed}: " + " ".join("-" if a is None or b is None else f"{a - b:+.1f}"
+                                                  for a, b in zip(*finals)))
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the config with RSG (it trains the shared stage)")
@@ -152,6 +248,11 @@ def parse_args(argv=None):
     parser.add_argument("--data-root", default=None, help="data.root for every run (default: the config's)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
     parser.add_argument("--no-summary", action="store_true", help="do not print the table at the end")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: print the table (and --diagnostics) of what has finished so far; "
+                             "--output-root may be a results/ folder (scripts/export_results.py)")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="after the table: RSG's internals per seed and the per-class differences")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
     return parser.parse_args(argv)
 
@@ -165,7 +266,7 @@ def main(argv=None) -> int:
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
     check_overrides(overrides)
     started = time.time()
-    for seed in args.seeds:
+    for seed in () if args.report else args.seeds:
         for command in pair_commands(with_config, without_config, seed, output_root, overrides, args.gpus):
             print(" ".join(command) if args.dry_run else f"[seed {seed}] {' '.join(command)}", flush=True)
             if args.dry_run:
@@ -177,7 +278,12 @@ def main(argv=None) -> int:
                 return status
     if not args.dry_run and not args.no_summary:
         print(summary(with_config, args.seeds, output_root))
-        print(f"wall time of this command: {(time.time() - started) / 60:.1f} min")
+        if args.diagnostics:
+            counts = training_counts(with_config, args.seeds, output_root)
+            print(diagnostics(with_config, args.seeds, output_root, counts))
+            print(per_class_differences(with_config, args.seeds, output_root))
+        if not args.report:
+            print(f"wall time of this command: {(time.time() - started) / 60:.1f} min")
     return 0
 
 
