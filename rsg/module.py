@@ -171,13 +171,16 @@ class RSG(nn.Module):
         """features (N, C, H, W), targets (N,) -> (features', targets', {"cesc", "mv"}).
 
         Training: features' is (N + M, C, H, W), the input followed by M generated rare-class
-        samples, and targets' (N + M,). Evaluation or targets None: the input, unchanged.
+        samples, and targets' (N + M,). Evaluation, targets None or N = 0: the input, unchanged (and
+        zero losses).
         """
         if not self.training or targets is None:
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
-        x = features.detach()
         self.diagnostics = {}
+        if len(features) == 0:                  # the shape is on the host: no synchronisation
+            return features, targets, self.empty_batch_losses()
+        x = features.detach()
         # The center term is a difference of large sums (see center_loss): at least float32, also
         # under bf16/fp16 autocast; float64 stays float64. h and T follow the autocast setting.
         dtype = torch.promote_types(x.dtype, torch.float32)
@@ -194,6 +197,17 @@ class RSG(nn.Module):
         generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
         return (torch.cat([features, generated.to(features.dtype)]), torch.cat([targets, generated_targets]),
                 {"cesc": cesc, "mv": mv})
+
+    def empty_batch_losses(self) -> dict:
+        """Zero losses for a batch without samples, where Eq. 5's mean over the batch is 0/0. Like the
+        losses of a batch without rare samples (generate), they still touch every parameter the phase
+        trains: under DistributedDataParallel every rank uses the same parameters in every step."""
+        cesc = [self.centers, self.assign_weight, self.assign_bias]
+        if not self.generating:
+            cesc += list(self.contrastive.parameters())
+        mv = list(self.transform.parameters()) if self.generating and self.generation != "direct" else []
+        zero = self.centers.new_zeros(())
+        return {"cesc": sum(p.sum() for p in cesc) * 0.0, "mv": sum((p.sum() for p in mv), zero) * 0.0}
 
     def center_assignment(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with each sample's own class map: (N, C), (N,) -> gamma (N, K)."""
