@@ -472,6 +472,7 @@ def validate(cfg: Config) -> None:
     need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
     need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
     need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
+    need(cfg.rsg.contrastive_channels >= 1, "rsg.contrastive_channels", "must be >= 1 (the width of h, Eq. 2)")
     stages = BACKBONES.info(cfg.model.backbone)["stages"]
     need(cfg.rsg.position in ("default",) + stages, "rsg.position",
          f"is {cfg.rsg.position!r}, not a stage of {cfg.model.backbone}; valid choices: default, {', '.join(stages)}")

@@ -86,6 +86,10 @@ class RSGAttached(nn.Module):
 
 
 def submodule(net: nn.Module, at: str) -> nn.Module:
+    if not isinstance(at, str) or not at:    # get_submodule("") is net itself: RSG on its logits
+        children = ", ".join(name for name, _ in net.named_children())
+        raise ValueError(f"at must name a submodule of {type(net).__name__} whose output RSG transforms, e.g. one "
+                         f"of {children}; got {at!r}")
     try:
         return net.get_submodule(at)
     except AttributeError:

@@ -37,6 +37,9 @@ GENERATION_MODES = ("transform", "rare_center", "direct")
 
 def frequent_classes_from_counts(class_counts: Sequence[int], frequent_ratio: float) -> list[int]:
     """The int(alpha * C) classes with the most training samples; ties go to the lower index."""
+    if not 0 < frequent_ratio <= 1:        # NaN too; a negative one would drop classes from the end
+        raise ValueError(f"frequent_ratio must be in (0, 1] (alpha, the share of classes that are frequent), "
+                         f"got {frequent_ratio!r}")
     num_frequent = int(frequent_ratio * len(class_counts))
     order = sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
     return sorted(order[:num_frequent])
@@ -71,6 +74,44 @@ class ContrastiveModule(nn.Module):
 
 
 SAME_CLASS, DIFFERENT_CLASS = 1, 0
+
+
+def is_whole(value, minimum: int, below=None) -> bool:
+    """An integer (numpy's and torch's too, not a bool) in [minimum, below)."""
+    try:
+        number = value.__index__()       # what operator.index accepts; rsg/ imports only torch and math
+    except (AttributeError, TypeError):
+        return False
+    return not isinstance(value, bool) and minimum <= number and (below is None or number < below)
+
+
+def check_arguments(in_channels, num_classes, frequent_classes, num_centers, contrastive_channels,
+                    transfer_strength, threshold_epoch, mv_terms, generation) -> None:
+    """RSG's constructor arguments, each refused by name here rather than at the first step."""
+    for name, value, minimum in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
+                                 ("num_centers", num_centers, 1), ("contrastive_channels", contrastive_channels, 1),
+                                 ("threshold_epoch", threshold_epoch, 0)):
+        if not is_whole(value, minimum):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not all(is_whole(c, 0, below=num_classes) for c in frequent_classes):
+        raise ValueError(f"frequent_classes must be class indices in [0, {num_classes}), got {list(frequent_classes)}")
+    try:
+        beta_fits = bool(0 < transfer_strength < math.inf)     # NaN fails; a string raises
+    except TypeError:
+        beta_fits = False
+    if not beta_fits:
+        raise ValueError(f"transfer_strength must be a finite number > 0 (beta), got {transfer_strength!r}")
+    if len(tuple(mv_terms)) != 3:
+        raise ValueError(f"mv_terms must be 3 booleans, one per term of L_MV (Eq. 6), got {tuple(mv_terms)}")
+    if generation not in GENERATION_MODES:
+        raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
+
+
+def describe(tensor) -> str:
+    """'torch.float32 (8, 6, 4, 3) on cpu', or the type of what is not a tensor."""
+    if not torch.is_tensor(tensor):
+        return type(tensor).__name__
+    return f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}"
 
 
 class RSG(nn.Module):
@@ -110,10 +151,8 @@ class RSG(nn.Module):
         variant="paper",
     ):
         super().__init__()
-        if generation not in GENERATION_MODES:
-            raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
-        if not all(0 <= c < num_classes for c in frequent_classes):
-            raise ValueError(f"frequent_classes must lie in [0, {num_classes}), got {list(frequent_classes)}")
+        check_arguments(in_channels, num_classes, frequent_classes, num_centers, contrastive_channels,
+                        transfer_strength, threshold_epoch, mv_terms, generation)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.num_centers = num_centers
@@ -177,6 +216,7 @@ class RSG(nn.Module):
         if not self.training or targets is None:
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
+        self.check_batch(features, targets)
         self.diagnostics = {}
         if len(features) == 0:                  # the shape is on the host: no synchronisation
             return features, targets, self.empty_batch_losses()
@@ -197,6 +237,21 @@ class RSG(nn.Module):
         generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
         return (torch.cat([features, generated.to(features.dtype)]), torch.cat([targets, generated_targets]),
                 {"cesc": cesc, "mv": mv})
+
+    def check_batch(self, features, targets) -> None:
+        """A ValueError naming what RSG cannot use, before torch fails somewhere inside. Shapes, dtypes
+        and devices are on the host: no synchronisation (the labels' values are not checked)."""
+        if not (torch.is_tensor(features) and features.dim() == 4 and features.shape[1] == self.in_channels
+                and features.is_floating_point()):
+            raise ValueError(f"RSG: features must be floating-point (N, C, H, W) feature maps with C = in_channels "
+                             f"= {self.in_channels}; got {describe(features)}")
+        if not (torch.is_tensor(targets) and targets.shape == features.shape[:1]):
+            raise ValueError(f"RSG: targets must be (N,) labels, one per feature map (N = {len(features)}); "
+                             f"got {describe(targets)}")
+        if targets.dtype not in (torch.int64, torch.int32):     # bool and uint8 would index as masks
+            raise ValueError(f"RSG: targets must be int64 (or int32) class indices; got {describe(targets)}")
+        if targets.device != features.device:
+            raise ValueError(f"RSG: targets must be on the features' device, {features.device}; got {describe(targets)}")
 
     def empty_batch_losses(self) -> dict:
         """Zero losses for a batch without samples, where Eq. 5's mean over the batch is 0/0. Like the

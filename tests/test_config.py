@@ -237,6 +237,12 @@ def test_range_checks(tmp_path, override, key):
         load_config(write(tmp_path / "x.yaml", ""), [override])
 
 
+def test_a_contrastive_module_without_channels_is_refused_at_load(tmp_path):
+    """The RSG plug-in refuses it with a ValueError; the config says so before any folder is made."""
+    with pytest.raises(UserError, match=r"key 'rsg\.contrastive_channels' must be >= 1"):
+        load_config(write(tmp_path / "x.yaml", ""), ["rsg.contrastive_channels=0"])
+
+
 def test_not_a_mapping_and_invalid_yaml(tmp_path):
     with pytest.raises(UserError, match="mapping"):
         load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from rsg import RSG
+import rsg
+from rsg import RSG, frequent_classes_from_counts
 
 C, H, W, K = 6, 4, 3, 3
 NUM_CLASSES = 5
@@ -43,3 +44,66 @@ def test_an_empty_batch_gives_zero_losses_and_its_input_unchanged(epoch, generat
     for name, parameter in rsg.named_parameters():
         if parameter.requires_grad:
             assert parameter.grad is not None and torch.count_nonzero(parameter.grad) == 0, name
+
+
+# -- arguments and tensors RSG cannot use: one ValueError naming the argument ---------------------
+
+
+@pytest.mark.parametrize("argument, value", [
+    ("in_channels", 0), ("num_classes", 0), ("num_centers", 0), ("num_centers", 2.5), ("contrastive_channels", 0),
+    ("transfer_strength", 0.0), ("transfer_strength", -1.0), ("transfer_strength", math.nan),
+    ("transfer_strength", math.inf), ("threshold_epoch", -1), ("mv_terms", (True, True)),
+    ("frequent_classes", [0, 1.5]),
+])
+def test_rsg_refuses_an_argument_it_cannot_use_naming_it(argument, value):
+    arguments = dict(in_channels=C, num_classes=NUM_CLASSES, frequent_classes=FREQUENT)
+    arguments[argument] = value
+    with pytest.raises(ValueError, match=f"^{argument} must "):
+        RSG(**arguments)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.5, math.nan])
+def test_frequent_ratio_outside_0_1_is_refused_naming_it(ratio):
+    with pytest.raises(ValueError, match="^frequent_ratio must "):
+        frequent_classes_from_counts([5, 4, 3, 2], ratio)
+
+
+def good_batch():
+    return torch.randn(4, C, H, W), torch.tensor([0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("argument, change", [
+    ("features", lambda x, y: (x[:, :, 0], y)),                             # (N, C, H): no spatial map
+    ("features", lambda x, y: (x[None], y)),                                # rank 5
+    ("features", lambda x, y: (x[:, :C - 1], y)),                           # C - 1 channels
+    ("features", lambda x, y: (x.long(), y)),                               # not floating point
+    ("targets", lambda x, y: (x, y[:3])),                                   # one label short
+    ("targets", lambda x, y: (x, y[:, None])),                              # (N, 1)
+    ("targets", lambda x, y: (x, y.float())),                               # float labels
+    ("targets", lambda x, y: (x, y.bool())),                                # a mask, not labels
+    ("targets", lambda x, y: (x, y.to(torch.uint8))),                       # uint8 indexes as a mask
+    ("targets", lambda x, y: (x, y.to("meta"))),                            # another device
+])
+@pytest.mark.parametrize("epoch", [0, THRESHOLD])
+def test_rsg_refuses_features_and_targets_it_cannot_use_naming_them(argument, change, epoch):
+    rsg = make_rsg()
+    rsg.set_epoch(epoch)
+    with pytest.raises(ValueError, match=f"^RSG: {argument} must "):
+        rsg(*change(*good_batch()))
+
+
+def test_int32_targets_still_work():
+    rsg = make_rsg()
+    x, y = good_batch()
+    for epoch in (0, THRESHOLD):
+        rsg.set_epoch(epoch)
+        _, targets, _ = rsg(x, y.int())
+        assert targets.dtype == torch.int32
+
+
+def test_attach_refuses_an_empty_submodule_name():
+    """at="" is the network itself (get_submodule("")): RSG on its logits, never meant."""
+    net = nn.Sequential(nn.Conv2d(3, C, 3), nn.Flatten())
+    with pytest.raises(ValueError, match="^at must "):
+        rsg.attach(net, at="", num_classes=NUM_CLASSES, frequent_classes=FREQUENT, in_channels=C)
+
