@@ -15,6 +15,8 @@ Gradient routes (Algorithm 1, and the authors' code):
 
 Precision: the center term runs in torch.promote_types(input dtype, float32), outside autocast:
 float32 for float32, bf16 and fp16 inputs, float64 for float64 (gradcheck, double-precision tests).
+h and T run in the input's dtype promoted with RSG's parameters' dtype (a bf16 input to a float32
+RSG: float32), then as autocast sets; rsg.attach puts RSG in the network's device and dtype.
 
 variant="paper" (the default) implements the paper's equations; variant="authors" the authors'
 code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/CHOICES.md).
@@ -222,7 +224,7 @@ class RSG(nn.Module):
             return features, targets, self.empty_batch_losses()
         x = features.detach()
         # The center term is a difference of large sums (see center_loss): at least float32, also
-        # under bf16/fp16 autocast; float64 stays float64. h and T follow the autocast setting.
+        # under bf16/fp16 autocast; float64 stays float64. h and T: see contrastive_loss.
         dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
             pooled = x.to(dtype).mean(dim=(2, 3))                    # (N, C) = ave(x)
@@ -288,6 +290,9 @@ class RSG(nn.Module):
         num_pairs = x.shape[0] // 2
         if num_pairs == 0:
             return x.new_zeros(())
+        # h sees what T sees from T_th on (x - up(C_K), Eq. 3): the input promoted with RSG's own dtype,
+        # so a bf16 input to a float32 RSG runs h in float32 (a no-op when the dtypes agree).
+        x = x.to(torch.promote_types(x.dtype, self.centers.dtype))
         order = torch.randperm(x.shape[0], device=x.device)
         first, second = order[:num_pairs], order[num_pairs:2 * num_pairs]
         same = (targets[first] == targets[second]).long()           # y = 1: same class

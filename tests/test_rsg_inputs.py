@@ -107,3 +107,38 @@ def test_attach_refuses_an_empty_submodule_name():
     with pytest.raises(ValueError, match="^at must "):
         rsg.attach(net, at="", num_classes=NUM_CLASSES, frequent_classes=FREQUENT, in_channels=C)
 
+
+# -- dtypes ------------------------------------------------------------------------------------
+
+
+def small_network(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.ReLU(), nn.Conv2d(C, C, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(C, NUM_CLASSES))
+    return net.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_attach_follows_the_networks_dtype_in_both_phases(dtype):
+    net = small_network(dtype)
+    model = rsg.attach(net, at="1", num_classes=NUM_CLASSES, frequent_classes=FREQUENT, in_channels=C,
+                       num_centers=K, contrastive_channels=8, threshold_epoch=THRESHOLD).train()
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    images, targets = torch.randn(8, 3, H, W, dtype=dtype), torch.tensor([0, 0, 0, 1, 1, 2, 3, 4])
+    for epoch in (0, THRESHOLD):
+        model.set_epoch(epoch)
+        logits, all_targets, losses = model(images, targets)
+        loss = nn.functional.cross_entropy(logits.float(), all_targets) + losses["cesc"] + losses["mv"]
+        loss.backward()
+        assert logits.dtype == dtype and torch.isfinite(loss)
+        assert len(all_targets) > len(targets) if epoch == THRESHOLD else torch.equal(all_targets, targets)
+
+
+def test_a_bf16_input_to_a_float32_rsg_works_before_the_threshold_as_after():
+    rsg = make_rsg()
+    x, y = good_batch()
+    for epoch in (0, THRESHOLD):
+        rsg.set_epoch(epoch)
+        features, _, losses = rsg(x.bfloat16(), y)
+        assert features.dtype == torch.bfloat16
+        assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses.values())
