@@ -10,6 +10,7 @@ meaning of each key is the comment beside its default below (the README's key ta
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -473,6 +474,8 @@ def validate(cfg: Config) -> None:
     need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
     need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
     need(cfg.rsg.contrastive_channels >= 1, "rsg.contrastive_channels", "must be >= 1 (the width of h, Eq. 2)")
+    need(cfg.rsg.threshold_epoch >= 0, "rsg.threshold_epoch", "must be >= 0 (T_th, the epoch index generation "
+         "starts at; 0 generates from the first epoch)")
     stages = BACKBONES.info(cfg.model.backbone)["stages"]
     need(cfg.rsg.position in ("default",) + stages, "rsg.position",
          f"is {cfg.rsg.position!r}, not a stage of {cfg.model.backbone}; valid choices: default, {', '.join(stages)}")
@@ -506,6 +509,8 @@ def validate(cfg: Config) -> None:
 def _validate_beyond(cfg: Config, need) -> None:
     """The classifier stage and the evaluation-time tau grid (issue 14)."""
     stage = cfg.stage.name
+    need(all(math.isfinite(tau) for tau in cfg.eval.taus), "eval.taus",
+         f"must hold finite numbers, got {cfg.eval.taus}")
     need(cfg.eval.posthoc == "none" or cfg.eval.taus, "eval.taus", "must list at least one tau")
     need(cfg.eval.posthoc == "none" or cfg.eval.tau in cfg.eval.taus, "eval.tau",
          f"is {cfg.eval.tau}, which is not in eval.taus {cfg.eval.taus}; it is the tau reported without a val split")

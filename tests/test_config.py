@@ -243,6 +243,19 @@ def test_a_contrastive_module_without_channels_is_refused_at_load(tmp_path):
         load_config(write(tmp_path / "x.yaml", ""), ["rsg.contrastive_channels=0"])
 
 
+def test_a_negative_threshold_epoch_is_refused_at_load(tmp_path):
+    """T_th < 0 would generate from the first epoch, as T_th = 0 does: a typo, not a setting."""
+    with pytest.raises(UserError, match=r"key 'rsg\.threshold_epoch' must be >= 0"):
+        load_config(write(tmp_path / "x.yaml", ""), ["rsg.threshold_epoch=-1"])
+
+
+@pytest.mark.parametrize("taus", ["[1.0, .nan]", "[1.0, .inf]"])
+def test_a_tau_that_is_not_a_finite_number_is_refused_at_load(tmp_path, taus):
+    """A NaN tau makes every adjusted logit NaN; the reported tau would be chosen among NaNs."""
+    with pytest.raises(UserError, match=r"key 'eval\.taus' must hold finite numbers"):
+        load_config(write(tmp_path / "x.yaml", ""), [f"eval.taus={taus}", "eval.posthoc=logit_adjust"])
+
+
 def test_not_a_mapping_and_invalid_yaml(tmp_path):
     with pytest.raises(UserError, match="mapping"):
         load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))
