@@ -246,13 +246,32 @@ RUN_KEYS = frozenset({"name", "output_dir", "data.root", "data.download", "data.
 # Reading YAML
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping: PyYAML keeps the last value
+    silently, so a setting could be lost without a word. Keys of merged mappings (<<) may still be
+    overridden: the check runs before PyYAML merges them in."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = (key_node.tag, key_node.value)      # the tag tells the integer 1 from the text "1"
+            if key in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} is given twice in one mapping (first on line "
+                    f"{first_lines[key] + 1}); keep one", key_node.start_mark)
+            first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: str, included_by: Optional[str] = None) -> dict:
     if not os.path.isfile(path):
         where = f" (the _base_ of {included_by}; _base_ paths are relative to that file)" if included_by else ""
         raise UserError(f"config file not found: {path}{where}")
     try:
         with open(path) as f:
-            content = yaml.safe_load(f)
+            content = yaml.load(f, Loader=UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if content is None:

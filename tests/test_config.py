@@ -256,6 +256,13 @@ def test_a_tau_that_is_not_a_finite_number_is_refused_at_load(tmp_path, taus):
         load_config(write(tmp_path / "x.yaml", ""), [f"eval.taus={taus}", "eval.posthoc=logit_adjust"])
 
 
+def test_a_key_given_twice_in_one_mapping_is_refused_with_both_lines(tmp_path):
+    """YAML loaders keep the last value silently; which one trains would depend on reading order."""
+    text = "optim:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n"
+    with pytest.raises(UserError, match=r"x\.yaml: .*line 4.*'lr'.*line 2"):
+        load_config(write(tmp_path / "x.yaml", text))
+
+
 def test_not_a_mapping_and_invalid_yaml(tmp_path):
     with pytest.raises(UserError, match="mapping"):
         load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))
