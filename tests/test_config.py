@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 
 import pytest
@@ -348,6 +349,33 @@ def test_every_config_loads_and_prints(path, capsys):
 
 # ---------------------------------------------------------------------------------------------
 # train.py on the command line
+
+
+class Parsed(Exception):
+    """Stands in for load_config: the entry point parsed its command line this far."""
+
+
+def parsed_overrides(path, overrides):
+    raise Parsed(overrides)
+
+
+INTERMIXED = ["a=1", "--config", "x.yaml", "b=2"]
+
+
+@pytest.mark.parametrize("entry_point", ["train", "eval", "tools.rsg_pair", "tools.paper_tables", "tools.benchmark",
+                                         "tools.model_info", "tools.profile_step"])
+def test_overrides_may_stand_on_both_sides_of_an_option(entry_point, monkeypatch):
+    """`train.py a=1 --config X b=2` is `train.py --config X a=1 b=2`; argparse alone said
+    "unrecognized arguments: b=2" of an override like the first."""
+    module = importlib.import_module(entry_point)
+    argv = {"eval": ["a=1", "--checkpoint", "x.pt", "b=2"], "tools.paper_tables": ["a=1", "--table", "1", "b=2"]}
+    if hasattr(module, "parse_args"):
+        assert module.parse_args(argv.get(entry_point, INTERMIXED)).overrides == ["a=1", "b=2"]
+        return
+    monkeypatch.setattr(module, "load_config", parsed_overrides)
+    with pytest.raises(Parsed) as parsed:
+        module.main(INTERMIXED)
+    assert parsed.value.args[0] == ["a=1", "b=2"]
 
 
 @pytest.mark.slow

@@ -521,7 +521,7 @@ def parse_args(argv=None):
                              "first stage to T_th and two branches (scripts/rsg_pair.py); the same expected "
                              "difference, a smaller spread, fewer epochs")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def subset_root(output_root: str, subset: Optional[str]) -> str:

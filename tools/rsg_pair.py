@@ -170,7 +170,7 @@ def parse_args(argv=None):
     parser.add_argument("overrides", nargs="*",
                         help="key=value overrides passed to every run; train.epochs=E sets the branches' length, "
                              "the shared stage always stops at rsg.threshold_epoch")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 @reports_user_errors
