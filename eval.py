@@ -25,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="test", choices=["test", "val"],
                         help="the split to evaluate (default: test); val exists for split-list datasets")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the stored config, e.g. data.root=...")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 @reports_user_errors

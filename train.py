@@ -28,8 +28,9 @@ def parse_args(argv=None):
                              "into this config's output_dir; the config may differ only in what acts from "
                              "that epoch on (docs/CHOICES.md, Branching)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.05 rsg.enabled=false")
-    return parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted overrides, anywhere on the line, e.g. optim.lr=0.05 rsg.enabled=false")
+    return parser.parse_intermixed_args(argv)     # overrides before and after an option, in their order
 
 
 @reports_user_errors

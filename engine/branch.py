@@ -40,7 +40,7 @@ import torch
 
 from core import LOGGER_NAME
 from core.errors import UserError
-from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
 from engine.schedules import learning_rate, reweight_start
 
@@ -160,6 +160,7 @@ def prepare_branch(checkpoint: str, cfg) -> Parent:
     state = load_checkpoint(checkpoint)
     folder = os.path.dirname(os.path.abspath(checkpoint))
     where = f"--branch-from {checkpoint}"
+    stored_config(state, checkpoint)      # a key of another code version: named with the file, here
     if state.get("step", 0):
         raise UserError(f"{where}: taken mid-epoch (epoch {state['epoch']}, step {state['step']}); a branch "
                         f"starts at an epoch boundary: use the run's threshold.pt or last.pt of a finished epoch")

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from core.errors import UserError
+from engine.config import config_from_dict
 
 CHECKPOINT_FORMAT = 1
 
@@ -87,6 +88,12 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise UserError(f"{path} is not a checkpoint written by this codebase's train.py")
     return state
+
+
+def stored_config(state: dict, path: str, overrides=None):
+    """The config a checkpoint was trained with, `overrides` applied. A key this code does not know (a
+    checkpoint of another version) names the file, not just 'checkpoint'."""
+    return config_from_dict(state["config"], overrides, source=f"checkpoint {path}")
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str, describe: str) -> None:

@@ -10,6 +10,7 @@ meaning of each key is the comment beside its default below (the README's key ta
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -245,13 +246,32 @@ RUN_KEYS = frozenset({"name", "output_dir", "data.root", "data.download", "data.
 # Reading YAML
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping: PyYAML keeps the last value
+    silently, so a setting could be lost without a word. Keys of merged mappings (<<) may still be
+    overridden: the check runs before PyYAML merges them in."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = (key_node.tag, key_node.value)      # the tag tells the integer 1 from the text "1"
+            if key in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} is given twice in one mapping (first on line "
+                    f"{first_lines[key] + 1}); keep one", key_node.start_mark)
+            first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: str, included_by: Optional[str] = None) -> dict:
     if not os.path.isfile(path):
         where = f" (the _base_ of {included_by}; _base_ paths are relative to that file)" if included_by else ""
         raise UserError(f"config file not found: {path}{where}")
     try:
         with open(path) as f:
-            content = yaml.safe_load(f)
+            content = yaml.load(f, Loader=UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if content is None:
@@ -472,6 +492,9 @@ def validate(cfg: Config) -> None:
     need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
     need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
     need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
+    need(cfg.rsg.contrastive_channels >= 1, "rsg.contrastive_channels", "must be >= 1 (the width of h, Eq. 2)")
+    need(cfg.rsg.threshold_epoch >= 0, "rsg.threshold_epoch", "must be >= 0 (T_th, the epoch index generation "
+         "starts at; 0 generates from the first epoch)")
     stages = BACKBONES.info(cfg.model.backbone)["stages"]
     need(cfg.rsg.position in ("default",) + stages, "rsg.position",
          f"is {cfg.rsg.position!r}, not a stage of {cfg.model.backbone}; valid choices: default, {', '.join(stages)}")
@@ -505,6 +528,8 @@ def validate(cfg: Config) -> None:
 def _validate_beyond(cfg: Config, need) -> None:
     """The classifier stage and the evaluation-time tau grid (issue 14)."""
     stage = cfg.stage.name
+    need(all(math.isfinite(tau) for tau in cfg.eval.taus), "eval.taus",
+         f"must hold finite numbers, got {cfg.eval.taus}")
     need(cfg.eval.posthoc == "none" or cfg.eval.taus, "eval.taus", "must list at least one tau")
     need(cfg.eval.posthoc == "none" or cfg.eval.tau in cfg.eval.taus, "eval.tau",
          f"is {cfg.eval.tau}, which is not in eval.taus {cfg.eval.taus}; it is the tau reported without a val split")

@@ -27,8 +27,7 @@ from data.datasets import report_unreadable
 from data.device_loader import DeviceLoader
 from data.registry import DATASETS
 from data.samplers import ShardSampler
-from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
-from engine.config import config_from_dict
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.distributed import gather_uneven
 from engine.metrics import SHOT_GROUPS, accuracy_report, format_group_table, shot_group
 from engine.posthoc import build_correction, corrected_report, format_tau_table, posthoc_kind
@@ -247,7 +246,7 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     prints one block (the table of the paper's Tables 8 and 9) and writes the per-class CSV, the
     JSON report (and with eval.posthoc every tau's JSON) beside it."""
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"], overrides)
+    cfg = stored_config(state, path, overrides)
     evaluator = checkpoint_evaluator(path, state, cfg)
     dataset = build_eval_dataset(cfg.data, split)
     check_fits(path, state, cfg, dataset, split)

@@ -16,8 +16,7 @@ import os
 
 from core import LOGGER_NAME
 from core.errors import UserError
-from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights
-from engine.config import config_from_dict
+from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from models import strip_rsg
 
 log = logging.getLogger(LOGGER_NAME)
@@ -56,7 +55,7 @@ def check_compatible(cfg, parent_state: dict, counts) -> None:
         raise UserError(f"key 'model.backbone' is {cfg.model.backbone}, but the parent {path} is a "
                         f"{parent_cfg['model']['backbone']}; set model.backbone={parent_cfg['model']['backbone']}")
     if cfg.stage.name in ("lws", "tau_norm"):
-        parent_kind = classifier_kind_of(parent_cfg)
+        parent_kind = stored_config(parent_state, path).head_kind
         if parent_kind != cfg.head_kind:
             raise UserError(f"stage.name={cfg.stage.name} keeps the parent's classifier, a {parent_kind} one, but this "
                             f"config builds a {cfg.head_kind} one; set model.classifier={parent_kind} (and the "
@@ -65,10 +64,6 @@ def check_compatible(cfg, parent_state: dict, counts) -> None:
         raise UserError(f"stage.name=tau_norm on the cosine classifier of {path}: its class weights are normalised "
                         f"already (every ||w_c|| = 1), so tau-normalisation changes nothing; use stage.name=crt or "
                         f"lws, or a first stage with a linear classifier")
-
-
-def classifier_kind_of(config_dict: dict) -> str:
-    return config_from_dict(config_dict, source="parent checkpoint").head_kind
 
 
 def load_parent_into(model, cfg, parent_state: dict) -> None:

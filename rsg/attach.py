@@ -86,6 +86,10 @@ class RSGAttached(nn.Module):
 
 
 def submodule(net: nn.Module, at: str) -> nn.Module:
+    if not isinstance(at, str) or not at:    # get_submodule("") is net itself: RSG on its logits
+        children = ", ".join(name for name, _ in net.named_children())
+        raise ValueError(f"at must name a submodule of {type(net).__name__} whose output RSG transforms, e.g. one "
+                         f"of {children}; got {at!r}")
     try:
         return net.get_submodule(at)
     except AttributeError:
@@ -122,7 +126,8 @@ def attach(net: nn.Module, at: str, num_classes: int, frequent_classes: Sequence
     RSG's in_channels is `in_channels` when given, else inferred at attach time by one forward of
     `example_input` (e.g. torch.zeros(1, 3, 224, 224)), so RSG's parameters exist before the
     optimizer is built. `rsg_kwargs` go to `RSG` (num_centers, contrastive_channels,
-    transfer_strength, threshold_epoch, variant="paper" | "authors", ...). RSG is placed on the device of net's parameters.
+    transfer_strength, threshold_epoch, variant="paper" | "authors", ...). RSG is placed on the device
+    and in the dtype of net's (first floating-point) parameters.
     """
     if in_channels is None:
         if example_input is None:
@@ -130,7 +135,7 @@ def attach(net: nn.Module, at: str, num_classes: int, frequent_classes: Sequence
                              f"torch.zeros(1, 3, 224, 224)) to know the channels of {at!r}'s output")
         in_channels = output_channels(net, at, example_input)
     rsg = RSG(in_channels, num_classes, frequent_classes, **rsg_kwargs)
-    parameter = next(net.parameters(), None)
-    if parameter is not None:
-        rsg.to(parameter.device)
+    parameter = next((p for p in net.parameters() if p.is_floating_point()), None)
+    if parameter is not None:        # a bf16 or float64 network gets a bf16 or float64 RSG
+        rsg.to(device=parameter.device, dtype=parameter.dtype)
     return RSGAttached(net, at, rsg)

@@ -15,6 +15,8 @@ Gradient routes (Algorithm 1, and the authors' code):
 
 Precision: the center term runs in torch.promote_types(input dtype, float32), outside autocast:
 float32 for float32, bf16 and fp16 inputs, float64 for float64 (gradcheck, double-precision tests).
+h and T run in the input's dtype promoted with RSG's parameters' dtype (a bf16 input to a float32
+RSG: float32), then as autocast sets; rsg.attach puts RSG in the network's device and dtype.
 
 variant="paper" (the default) implements the paper's equations; variant="authors" the authors'
 code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/CHOICES.md).
@@ -37,6 +39,9 @@ GENERATION_MODES = ("transform", "rare_center", "direct")
 
 def frequent_classes_from_counts(class_counts: Sequence[int], frequent_ratio: float) -> list[int]:
     """The int(alpha * C) classes with the most training samples; ties go to the lower index."""
+    if not 0 < frequent_ratio <= 1:        # NaN too; a negative one would drop classes from the end
+        raise ValueError(f"frequent_ratio must be in (0, 1] (alpha, the share of classes that are frequent), "
+                         f"got {frequent_ratio!r}")
     num_frequent = int(frequent_ratio * len(class_counts))
     order = sorted(range(len(class_counts)), key=lambda c: (-class_counts[c], c))
     return sorted(order[:num_frequent])
@@ -71,6 +76,44 @@ class ContrastiveModule(nn.Module):
 
 
 SAME_CLASS, DIFFERENT_CLASS = 1, 0
+
+
+def is_whole(value, minimum: int, below=None) -> bool:
+    """An integer (numpy's and torch's too, not a bool) in [minimum, below)."""
+    try:
+        number = value.__index__()       # what operator.index accepts; rsg/ imports only torch and math
+    except (AttributeError, TypeError):
+        return False
+    return not isinstance(value, bool) and minimum <= number and (below is None or number < below)
+
+
+def check_arguments(in_channels, num_classes, frequent_classes, num_centers, contrastive_channels,
+                    transfer_strength, threshold_epoch, mv_terms, generation) -> None:
+    """RSG's constructor arguments, each refused by name here rather than at the first step."""
+    for name, value, minimum in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
+                                 ("num_centers", num_centers, 1), ("contrastive_channels", contrastive_channels, 1),
+                                 ("threshold_epoch", threshold_epoch, 0)):
+        if not is_whole(value, minimum):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not all(is_whole(c, 0, below=num_classes) for c in frequent_classes):
+        raise ValueError(f"frequent_classes must be class indices in [0, {num_classes}), got {list(frequent_classes)}")
+    try:
+        beta_fits = bool(0 < transfer_strength < math.inf)     # NaN fails; a string raises
+    except TypeError:
+        beta_fits = False
+    if not beta_fits:
+        raise ValueError(f"transfer_strength must be a finite number > 0 (beta), got {transfer_strength!r}")
+    if len(tuple(mv_terms)) != 3:
+        raise ValueError(f"mv_terms must be 3 booleans, one per term of L_MV (Eq. 6), got {tuple(mv_terms)}")
+    if generation not in GENERATION_MODES:
+        raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
+
+
+def describe(tensor) -> str:
+    """'torch.float32 (8, 6, 4, 3) on cpu', or the type of what is not a tensor."""
+    if not torch.is_tensor(tensor):
+        return type(tensor).__name__
+    return f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}"
 
 
 class RSG(nn.Module):
@@ -110,10 +153,8 @@ class RSG(nn.Module):
         variant="paper",
     ):
         super().__init__()
-        if generation not in GENERATION_MODES:
-            raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
-        if not all(0 <= c < num_classes for c in frequent_classes):
-            raise ValueError(f"frequent_classes must lie in [0, {num_classes}), got {list(frequent_classes)}")
+        check_arguments(in_channels, num_classes, frequent_classes, num_centers, contrastive_channels,
+                        transfer_strength, threshold_epoch, mv_terms, generation)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.num_centers = num_centers
@@ -171,15 +212,19 @@ class RSG(nn.Module):
         """features (N, C, H, W), targets (N,) -> (features', targets', {"cesc", "mv"}).
 
         Training: features' is (N + M, C, H, W), the input followed by M generated rare-class
-        samples, and targets' (N + M,). Evaluation or targets None: the input, unchanged.
+        samples, and targets' (N + M,). Evaluation, targets None or N = 0: the input, unchanged (and
+        zero losses).
         """
         if not self.training or targets is None:
             zero = features.new_zeros(())
             return features, targets, {"cesc": zero, "mv": zero}
-        x = features.detach()
+        self.check_batch(features, targets)
         self.diagnostics = {}
+        if len(features) == 0:                  # the shape is on the host: no synchronisation
+            return features, targets, self.empty_batch_losses()
+        x = features.detach()
         # The center term is a difference of large sums (see center_loss): at least float32, also
-        # under bf16/fp16 autocast; float64 stays float64. h and T follow the autocast setting.
+        # under bf16/fp16 autocast; float64 stays float64. h and T: see contrastive_loss.
         dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
             pooled = x.to(dtype).mean(dim=(2, 3))                    # (N, C) = ave(x)
@@ -194,6 +239,32 @@ class RSG(nn.Module):
         generated, generated_targets, mv = self.generate(x, targets, assignment.detach())
         return (torch.cat([features, generated.to(features.dtype)]), torch.cat([targets, generated_targets]),
                 {"cesc": cesc, "mv": mv})
+
+    def check_batch(self, features, targets) -> None:
+        """A ValueError naming what RSG cannot use, before torch fails somewhere inside. Shapes, dtypes
+        and devices are on the host: no synchronisation (the labels' values are not checked)."""
+        if not (torch.is_tensor(features) and features.dim() == 4 and features.shape[1] == self.in_channels
+                and features.is_floating_point()):
+            raise ValueError(f"RSG: features must be floating-point (N, C, H, W) feature maps with C = in_channels "
+                             f"= {self.in_channels}; got {describe(features)}")
+        if not (torch.is_tensor(targets) and targets.shape == features.shape[:1]):
+            raise ValueError(f"RSG: targets must be (N,) labels, one per feature map (N = {len(features)}); "
+                             f"got {describe(targets)}")
+        if targets.dtype not in (torch.int64, torch.int32):     # bool and uint8 would index as masks
+            raise ValueError(f"RSG: targets must be int64 (or int32) class indices; got {describe(targets)}")
+        if targets.device != features.device:
+            raise ValueError(f"RSG: targets must be on the features' device, {features.device}; got {describe(targets)}")
+
+    def empty_batch_losses(self) -> dict:
+        """Zero losses for a batch without samples, where Eq. 5's mean over the batch is 0/0. Like the
+        losses of a batch without rare samples (generate), they still touch every parameter the phase
+        trains: under DistributedDataParallel every rank uses the same parameters in every step."""
+        cesc = [self.centers, self.assign_weight, self.assign_bias]
+        if not self.generating:
+            cesc += list(self.contrastive.parameters())
+        mv = list(self.transform.parameters()) if self.generating and self.generation != "direct" else []
+        zero = self.centers.new_zeros(())
+        return {"cesc": sum(p.sum() for p in cesc) * 0.0, "mv": sum((p.sum() for p in mv), zero) * 0.0}
 
     def center_assignment(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with each sample's own class map: (N, C), (N,) -> gamma (N, K)."""
@@ -219,6 +290,9 @@ class RSG(nn.Module):
         num_pairs = x.shape[0] // 2
         if num_pairs == 0:
             return x.new_zeros(())
+        # h sees what T sees from T_th on (x - up(C_K), Eq. 3): the input promoted with RSG's own dtype,
+        # so a bf16 input to a float32 RSG runs h in float32 (a no-op when the dtypes agree).
+        x = x.to(torch.promote_types(x.dtype, self.centers.dtype))
         order = torch.randperm(x.shape[0], device=x.device)
         first, second = order[:num_pairs], order[num_pairs:2 * num_pairs]
         same = (targets[first] == targets[second]).long()           # y = 1: same class

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 
 import pytest
@@ -237,6 +238,32 @@ def test_range_checks(tmp_path, override, key):
         load_config(write(tmp_path / "x.yaml", ""), [override])
 
 
+def test_a_contrastive_module_without_channels_is_refused_at_load(tmp_path):
+    """The RSG plug-in refuses it with a ValueError; the config says so before any folder is made."""
+    with pytest.raises(UserError, match=r"key 'rsg\.contrastive_channels' must be >= 1"):
+        load_config(write(tmp_path / "x.yaml", ""), ["rsg.contrastive_channels=0"])
+
+
+def test_a_negative_threshold_epoch_is_refused_at_load(tmp_path):
+    """T_th < 0 would generate from the first epoch, as T_th = 0 does: a typo, not a setting."""
+    with pytest.raises(UserError, match=r"key 'rsg\.threshold_epoch' must be >= 0"):
+        load_config(write(tmp_path / "x.yaml", ""), ["rsg.threshold_epoch=-1"])
+
+
+@pytest.mark.parametrize("taus", ["[1.0, .nan]", "[1.0, .inf]"])
+def test_a_tau_that_is_not_a_finite_number_is_refused_at_load(tmp_path, taus):
+    """A NaN tau makes every adjusted logit NaN; the reported tau would be chosen among NaNs."""
+    with pytest.raises(UserError, match=r"key 'eval\.taus' must hold finite numbers"):
+        load_config(write(tmp_path / "x.yaml", ""), [f"eval.taus={taus}", "eval.posthoc=logit_adjust"])
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_with_both_lines(tmp_path):
+    """YAML loaders keep the last value silently; which one trains would depend on reading order."""
+    text = "optim:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n"
+    with pytest.raises(UserError, match=r"x\.yaml: .*line 4.*'lr'.*line 2"):
+        load_config(write(tmp_path / "x.yaml", text))
+
+
 def test_not_a_mapping_and_invalid_yaml(tmp_path):
     with pytest.raises(UserError, match="mapping"):
         load_config(write(tmp_path / "list.yaml", "- 1\n- 2\n"))
@@ -322,6 +349,33 @@ def test_every_config_loads_and_prints(path, capsys):
 
 # ---------------------------------------------------------------------------------------------
 # train.py on the command line
+
+
+class Parsed(Exception):
+    """Stands in for load_config: the entry point parsed its command line this far."""
+
+
+def parsed_overrides(path, overrides):
+    raise Parsed(overrides)
+
+
+INTERMIXED = ["a=1", "--config", "x.yaml", "b=2"]
+
+
+@pytest.mark.parametrize("entry_point", ["train", "eval", "tools.rsg_pair", "tools.paper_tables", "tools.benchmark",
+                                         "tools.model_info", "tools.profile_step"])
+def test_overrides_may_stand_on_both_sides_of_an_option(entry_point, monkeypatch):
+    """`train.py a=1 --config X b=2` is `train.py --config X a=1 b=2`; argparse alone said
+    "unrecognized arguments: b=2" of an override like the first."""
+    module = importlib.import_module(entry_point)
+    argv = {"eval": ["a=1", "--checkpoint", "x.pt", "b=2"], "tools.paper_tables": ["a=1", "--table", "1", "b=2"]}
+    if hasattr(module, "parse_args"):
+        assert module.parse_args(argv.get(entry_point, INTERMIXED)).overrides == ["a=1", "b=2"]
+        return
+    monkeypatch.setattr(module, "load_config", parsed_overrides)
+    with pytest.raises(Parsed) as parsed:
+        module.main(INTERMIXED)
+    assert parsed.value.args[0] == ["a=1", "b=2"]
 
 
 @pytest.mark.slow

@@ -81,6 +81,29 @@ def test_load_checkpoint_truncated_file(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("command", ["eval", "branch", pytest.param("stage", marks=pytest.mark.slow)])
+def test_an_unknown_key_in_a_checkpoints_config_names_the_file(tmp_path, make_tiny_config, command, capsys):
+    """A checkpoint of another version of the code: its config's key, and which file holds it."""
+    import eval as eval_script
+    import train as train_script
+
+    path = str(tmp_path / "other_version.pt")
+    stored = config_to_dict(load_config(make_tiny_config()))
+    stored["rsg"]["bogus"] = 1
+    save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {}, "config": stored, "epoch": 1,
+                     "class_counts": TINY_COUNTS}, path)
+    if command == "eval":
+        status = eval_script.main(["--checkpoint", path])
+    elif command == "branch":
+        status = train_script.main(["--config", make_tiny_config("branch"), "--branch-from", path])
+    else:
+        status = train_script.main(["--config", make_tiny_config("stage"), "rsg.enabled=false", "stage.name=lws",
+                                    f"stage.parent={path}"])
+    assert status == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: checkpoint {path}: key 'rsg.bogus' is unknown")
+
+
 def test_load_checkpoint_foreign_and_missing(tmp_path):
     foreign = str(tmp_path / "foreign.pt")
     torch.save({"state_dict": {}}, foreign)

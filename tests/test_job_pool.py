@@ -172,6 +172,17 @@ def test_commands_file_runs_each_line_with_its_own_log(tmp_path, capsys):
     assert "error: commands file not found" in capsys.readouterr().err
 
 
+def test_a_commands_files_summary_names_the_lines_to_run_again(tmp_path, capsys):
+    """The pool knows nothing of a raw command's run: running the file again would rerun the finished
+    lines too, so the hint names the others instead of promising that finished runs are skipped."""
+    commands = tmp_path / "commands.txt"
+    commands.write_text(f"{sys.executable} -c 'pass'\n{sys.executable} -c 'raise SystemExit(3)'\n")
+    assert job_pool.main([str(commands), "--gpus", "0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"Running {commands} again reruns every line, finished ones too: to go on, run only its line 2 "
+        f"(train.py continues a run only with --resume auto).")
+
+
 def test_runner_slots_follow_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     slots = job_pool.runner_slots(None, 2)

@@ -13,13 +13,15 @@ import sys
 import pytest
 from test_tables import fake_run
 
+import train as train_script
 from conftest import ROOT, SCRIPT_ENV, run_script, tiny_config_dict, write_config
 from engine.branch import BRANCH_FILE
 from engine.checkpoint import load_checkpoint
+from engine.config import load_config
 from tools import collect_results as collector
-from tools import plot_rsg_diagnostics
+from tools import plot_rsg_diagnostics, rsg_pair
 from tools.paper_tables import get_table, plan_paired
-from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_folders
+from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_commands, pair_folders
 
 SECTIONS = dict(train={"epochs": 3, "eval_every": 1}, rsg={"threshold_epoch": 2}, loss={"reweight_start": 2},
                 optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2], "decay": 0.1})
@@ -143,6 +145,31 @@ def test_pair_refuses_configs_that_differ_beyond_rsg(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "optim.lr" in result.stderr
 
 
+def trained_configs(commands: list) -> list:
+    """The config each of the pair's train.py commands trains, as train.py resolves it."""
+    configs = []
+    for command in commands:
+        args = train_script.parse_args(command[command.index("train.py") + 1:])
+        configs.append(load_config(os.path.join(ROOT, args.config), args.overrides))
+    return configs
+
+
+def test_a_users_epochs_override_leaves_the_shared_stage_at_the_threshold(tmp_path):
+    """train.epochs=E sets the branches' length; the shared stage still stops at T_th and keeps its name."""
+    config = write_config(tmp_path / "tiny_rsg.yaml", tiny_config_dict(tmp_path / "unused", **SECTIONS))
+    commands = pair_commands(config, config, 0, str(tmp_path / "runs"), ["train.epochs=5", "name=mine"])
+    shared, without, with_rsg = trained_configs(commands)
+    assert shared.train.epochs == SECTIONS["rsg"]["threshold_epoch"] and shared.name == "mine" + SHARED_STAGE_SUFFIX
+    assert without.train.epochs == with_rsg.train.epochs == 5 and not without.rsg.enabled
+
+
+@pytest.mark.parametrize("option, value", [("--seeds", ","), ("--seeds", ""), ("--gpus", "-1"), ("--gpus", "0")])
+def test_pair_refuses_no_seeds_and_fewer_than_one_gpu(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rsg_pair.parse_args(["--config", "x.yaml", option, value])
+    assert exit_info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables
 
@@ -159,6 +186,13 @@ def test_paper_tables_paired_pairs_tables_1_and_6(tmp_path):
     assert len(jobs) == 16 and all("scripts/rsg_pair.py" in job.train for job in jobs)
     without = {job.train[job.train.index("--without") + 1] for job in jobs}
     assert "configs/cifar10_lt/erm_r50.yaml" in without and paired / scratch == pytest.approx(0.6)
+
+
+@pytest.mark.slow
+def test_paper_tables_paired_on_the_cpu_gives_rsg_pair_one_process_per_run(tmp_path):
+    """paper_tables' --gpus 0 (the CPU: its slots hide the GPUs) is rsg_pair's --gpus 1, which refuses 0."""
+    jobs, _, _ = plan_paired(get_table(1), (0,), str(tmp_path), gpus=0, overrides=["data.subset=first"])
+    assert {rsg_pair.parse_args(job.train[2:]).gpus for job in jobs} == {1}
 
 
 @pytest.mark.slow

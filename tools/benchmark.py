@@ -266,7 +266,7 @@ def main(argv=None):
     parser.add_argument("--full-run-dir", default="runs/benchmark_full_run")
     parser.add_argument("--skip-table", action="store_true", help="only the full run")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=... train.epochs=2")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     device = resolve_device(cfg.train.device)
     print(f"device: {machine_description(device)}; torch {torch.__version__}; config {args.config}; "

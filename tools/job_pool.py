@@ -17,7 +17,9 @@ It also runs any list of commands, one per line (no shell; `#` starts a comment 
 
     python scripts/job_pool.py --gpus 1 --jobs-per-gpu 3 commands.txt
 
-A command's log is `<its output_dir=...>.log`, else `<commands file>.line<N>.log`.
+A command's log is `<its output_dir=...>.log`, else `<commands file>.line<N>.log`. The pool keeps
+no record of them: running the file again runs every line again, so the summary names the lines
+that did not finish.
 """
 
 from __future__ import annotations
@@ -351,8 +353,13 @@ def run_tasks(tasks: list[Task], slots: list[Slot], fail_fast: bool = False, out
     return outcomes, 0 if all(o.status == FINISHED for o in outcomes) else 1
 
 
-def summary(outcomes: list[Outcome], done_before: int = 0) -> list[str]:
-    """The closing lines: counts, then each failed run with its error and log, then what is left."""
+# The table runner's planner skips finished runs and gives train.py --resume auto (tools/paper_tables.py).
+RERUN_PLANNED = "Run the same command again: finished runs are skipped, the others resume or start."
+
+
+def summary(outcomes: list[Outcome], done_before: int = 0, rerun: str = RERUN_PLANNED) -> list[str]:
+    """The closing lines: counts, then each failed run with its error and log, then what is left and
+    `rerun`, how to go on."""
     count = {status: sum(o.status == status for o in outcomes) for status in (FINISHED, FAILED, INTERRUPTED,
                                                                               NOT_STARTED)}
     left = count[INTERRUPTED] + count[NOT_STARTED]
@@ -368,7 +375,7 @@ def summary(outcomes: list[Outcome], done_before: int = 0) -> list[str]:
         if o.status in (INTERRUPTED, NOT_STARTED):
             lines.append(f"  left ({o.status}): {o.task.name}")
     if count[FAILED] or left:
-        lines.append("Run the same command again: finished runs are skipped, the others resume or start.")
+        lines.append(rerun)
     return lines
 
 
@@ -391,6 +398,13 @@ def read_commands(path: str) -> list[list[str]]:
     return commands
 
 
+def rerun_lines(path: str, numbers: list[int], outcomes: list[Outcome]) -> str:
+    """How to go on after a commands file: the pool keeps no record of a raw command's run."""
+    left = [str(number) for number, o in zip(numbers, outcomes) if o.status != FINISHED]
+    return (f"Running {path} again reruns every line, finished ones too: to go on, run only its "
+            f"line{'s' if len(left) > 1 else ''} {', '.join(left)} (train.py continues a run only with --resume auto).")
+
+
 def command_task(path: str, number: int, argv: list[str]) -> Task:
     output_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")), None)
     if output_dir:
@@ -406,11 +420,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="N", help="commands at once per GPU (or CPU)")
     parser.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed command")
     args = parser.parse_args(argv)
-    tasks = [command_task(args.commands, number, command) for number, command in read_commands(args.commands)]
+    commands = read_commands(args.commands)
+    tasks = [command_task(args.commands, number, command) for number, command in commands]
     slots = runner_slots(args.gpus, args.jobs_per_gpu)
     print(f"{len(tasks)} commands, {describe_slots(slots)}", file=sys.stderr)
     outcomes, status = run_tasks(tasks, slots, args.fail_fast)
-    for line in summary(outcomes):
+    for line in summary(outcomes, rerun=rerun_lines(args.commands, [number for number, _ in commands], outcomes)):
         print(line, file=sys.stderr)
     return status
 

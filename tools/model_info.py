@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                         help="needed for image_folder (or a split list without data.num_classes)")
     parser.add_argument("--markdown", action="store_true", help="also print a row for docs/BENCHMARKS.md")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     info = model_info(cfg, num_classes_of(cfg, args.num_classes))
     print(report(info))

@@ -460,8 +460,9 @@ def plan_paired(table: Table, seeds, output_root: str = "runs", gpus: int = 1, o
         for seed in seeds:
             job = Job(with_rsg, seed, os.path.dirname(pair_folders(output_root, with_rsg, seed)["shared"]))
             if pair_commands(with_rsg, without, seed, output_root, list(overrides), gpus):
+                # --gpus 0 (the CPU, which the job's slot sets) is one process per run, rsg_pair's --gpus 1
                 job.train = [sys.executable, "scripts/rsg_pair.py", "--config", with_rsg, "--without", without,
-                             "--seeds", str(seed), "--output-root", output_root, "--gpus", str(gpus),
+                             "--seeds", str(seed), "--output-root", output_root, "--gpus", str(max(gpus, 1)),
                              "--no-summary", *overrides]
             jobs.append(job)
     return jobs, paired_epochs, scratch_epochs
@@ -488,9 +489,12 @@ def roots_and_overrides(args) -> tuple[str, list]:
 
 def parse_seeds(text: str) -> tuple:
     try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, e.g. 0,1,2; got {text!r}")
+        seeds = ()
+    if not seeds:       # "," or "": nothing would run, and the command would still end with status 0
+        raise argparse.ArgumentTypeError(f"takes one or more integers separated by commas, e.g. 0,1,2; got {text!r}")
+    return seeds
 
 
 def parse_args(argv=None):
@@ -522,7 +526,7 @@ def parse_args(argv=None):
                              "first stage to T_th and two branches (scripts/rsg_pair.py); the same expected "
                              "difference, a smaller spread, fewer epochs")
     parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def subset_root(output_root: str, subset: Optional[str]) -> str:

@@ -19,8 +19,7 @@ import torch
 from core.errors import UserError
 from data.builder import build_datasets
 from data.imbalance import class_counts
-from engine.checkpoint import load_checkpoint, load_model_weights
-from engine.config import config_from_dict
+from engine.checkpoint import load_checkpoint, load_model_weights, stored_config
 from engine.exits import reports_user_errors
 from engine.runtime import resolve_device
 from models import build_model, feature_shape_at
@@ -41,7 +40,7 @@ def parse_args(argv=None):
 def load_training_model(path: str, overrides: list):
     """(config, model with RSG and every weight of the checkpoint, training set, epochs trained)."""
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"], overrides)
+    cfg = stored_config(state, path, overrides)
     if not cfg.rsg.enabled:
         raise UserError(f"{path}: the run was trained without RSG (rsg.enabled: false); nothing to plot")
     model = build_model(cfg, state["class_counts"], with_rsg=True, load_pretrained_weights=False)

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=15, help="ops listed per phase")
     parser.add_argument("--trace-dir", default=None, help="also write each phase's Chrome trace here")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=...")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be at least 1 and --warmup at least 0")
     cfg = load_config(args.config, args.overrides)

@@ -14,9 +14,10 @@ spread of the first stage, at the cost of T_th + 2 (E - T_th) epochs instead of 
 Folders: <output-root>/<--config path under configs/, without .yaml>/seed<k>/{shared,with_rsg,
 without_rsg}. The shared stage is the RSG config trained to T_th, named `<name>.shared_stage` (the
 collector skips it); the branches carry their configs' own names, so scripts/collect_results.py
-counts them as runs of those configs. Finished stages are skipped, interrupted ones resume. At the
-end: final error and many / medium / few of both branches per seed, the per-seed differences
-(w/ minus w/o) and their mean ± std.
+counts them as runs of those configs. Overrides go to every run; train.epochs=E sets the branches'
+length, and the shared stage stops at T_th whatever it says. Finished stages are skipped,
+interrupted ones resume. At the end: final error and many / medium / few of both branches per
+seed, the per-seed differences (w/ minus w/o) and their mean ± std.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ def pair_commands(with_config: str, without_config: str, seed: int, output_root:
     train = train_launcher(gpus)
     commands = []
     if not run_finished(folders["shared"], threshold):
+        # The stage's own keys after the user's, which come last everywhere else: the shared stage
+        # stops at T_th whatever train.epochs says (that is the branches' length).
         commands.append(train + ["--config", with_config, "--resume", "auto", f"train.seed={seed}",
-                                 f"output_dir={folders['shared']}", f"train.epochs={threshold}",
-                                 f"name={cfg.name}{SHARED_STAGE_SUFFIX}", *overrides])
+                                 f"output_dir={folders['shared']}", *overrides, f"train.epochs={threshold}",
+                                 f"name={cfg.name}{SHARED_STAGE_SUFFIX}"])
     without_extra = ["rsg.enabled=false"] if without_config == with_config else []
     for branch, config, extra in (("without_rsg", without_config, without_extra), ("with_rsg", with_config, [])):
         if not run_finished(folders[branch], cfg.train.epochs):
@@ -237,6 +240,17 @@ def per_class_differences(with_config: str, seeds, output_root: str) -> str:
     return "\n".join(lines)
 
 
+def gpus_per_run(text: str) -> int:
+    try:
+        gpus = int(text)
+    except ValueError:
+        gpus = 0
+    if gpus < 1:
+        raise argparse.ArgumentTypeError(f"takes the GPUs per run, 1 or more (1: python train.py, which runs on "
+                                         f"train.device, the CPU too); got {text!r}")
+    return gpus
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the config with RSG (it trains the shared stage)")
@@ -244,7 +258,8 @@ def parse_args(argv=None):
                         help="the config without RSG (default: --config with rsg.enabled=false)")
     parser.add_argument("--seeds", type=parse_seeds, default=(0,), help="comma-separated seeds (default: 0)")
     parser.add_argument("--output-root", default="runs", help="the pair's folders go under it (default: runs)")
-    parser.add_argument("--gpus", type=int, default=1, help="1: python train.py; N > 1: torchrun with N processes")
+    parser.add_argument("--gpus", type=gpus_per_run, default=1,
+                        help="1 (default): python train.py, on train.device; N > 1: torchrun with N processes")
     parser.add_argument("--data-root", default=None, help="data.root for every run (default: the config's)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands still to run, one per line")
     parser.add_argument("--no-summary", action="store_true", help="do not print the table at the end")
@@ -253,8 +268,10 @@ def parse_args(argv=None):
                              "--output-root may be a results/ folder (scripts/export_results.py)")
     parser.add_argument("--diagnostics", action="store_true",
                         help="after the table: RSG's internals per seed and the per-class differences")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides passed to every run")
-    return parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value overrides passed to every run; train.epochs=E sets the branches' length, "
+                             "the shared stage always stops at rsg.threshold_epoch")
+    return parser.parse_intermixed_args(argv)
 
 
 @reports_user_errors
