@@ -42,6 +42,7 @@ from core import LOGGER_NAME
 from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
+from engine.run_folder import same_folder
 from engine.schedules import learning_rate, reweight_start
 
 log = logging.getLogger(LOGGER_NAME)
@@ -141,7 +142,7 @@ class Parent:
 def check_own_folder(checkpoint: str, cfg) -> None:
     """A branch never writes into its parent's folder (checked before the folder's ownership, whose
     message would only say that the folder holds a run)."""
-    if os.path.abspath(cfg.output_dir) == os.path.dirname(os.path.abspath(checkpoint)):
+    if same_folder(cfg.output_dir, os.path.dirname(os.path.abspath(checkpoint))):
         raise UserError(f"--branch-from {checkpoint}: the branch would write into its parent's folder; give it "
                         f"its own output_dir=... (or continue the parent with --resume)")
 

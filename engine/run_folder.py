@@ -96,13 +96,24 @@ def describe_run(folder: str) -> str:
     return ", ".join(parts)
 
 
+def same_folder(first: str, second: str) -> bool:
+    """Whether two paths name one folder: the same inode once both exist (whatever symlinks, `..` or
+    mounts spell them), else the same real path (a folder not made yet). Every check of a run
+    folder's identity goes through here: a path compared as text lets a run delete the folder it
+    reads from."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.realpath(first) == os.path.realpath(second)
+
+
 def continues_this_folder(resume: Optional[str], folder: str) -> bool:
     """`--resume auto`, or a checkpoint inside the folder: the run carries on the folder's run."""
     if resume == "auto":
         return True
     if not resume:
         return False
-    return os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
+    return same_folder(os.path.dirname(os.path.abspath(resume)), folder)
 
 
 def check_ownership(folder: str, resume: Optional[str], overwrite: bool) -> None:

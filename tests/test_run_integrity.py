@@ -1,0 +1,75 @@
+"""Nothing a user does loses a run or splices two (issue 22, items 1-4 and 10-12): eval.py writes only
+its own files, --overwrite clears every file a run writes, a folder is the same folder however its
+path is spelled, a metrics.jsonl line cut by a crash is dropped and reported, a broken parent is
+refused before anything is written, and an early Ctrl-C ends in one line."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import snapshot, tiny_config_dict, torch_globals_restored, write_config
+from core.errors import UserError
+from engine.config import load_config
+from engine.run import fit
+from engine.run_folder import check_ownership
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 2-epoch run (RSG from epoch 1: threshold.pt at epoch 1), never changed by a test:
+    each copies it first (`copy_run`)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    path = write_config(tmp / "run.yaml", tiny_config_dict(tmp / "run"))
+    with torch_globals_restored():
+        fit(load_config(path))
+    return tmp / "run"
+
+
+def copy_run(finished, tmp_path, name: str = "run"):
+    """A copy of the finished run and the config that trains into it: (folder, config path)."""
+    folder = tmp_path / name
+    shutil.copytree(finished, folder)
+    return folder, write_config(tmp_path / f"{name}.yaml", tiny_config_dict(folder))
+
+
+def cut_last_line(path, characters: int = 40) -> None:
+    """What a crash while the line was written leaves: the last line without its end."""
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[:-characters])
+
+
+def cut_file(path, size: int = 1000) -> None:
+    with open(path, "rb") as f:
+        content = f.read(size)
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: a folder is the same folder whatever path names it
+
+
+@pytest.mark.slow
+def test_a_branch_into_a_symlink_to_its_parents_folder_is_refused(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    before = snapshot(folder)
+    with pytest.raises(UserError, match="parent's folder"):
+        fit(load_config(path, [f"output_dir={link}", "train.epochs=3"]), overwrite=True,
+            branch_from=str(folder / "threshold.pt"))
+    assert snapshot(folder) == before
+
+
+def test_resume_from_the_folders_checkpoint_by_another_path_continues_that_folder(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("name: x\n")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    check_ownership(str(link), str(folder / "last.pt"), False)      # the folder's own run: no refusal
+    check_ownership(str(folder), str(link / "last.pt"), False)
