@@ -42,12 +42,10 @@ from core import LOGGER_NAME
 from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
-from engine.run_folder import same_folder
+from engine.run_folder import BRANCH_FILE, same_folder
 from engine.schedules import learning_rate, reweight_start
 
 log = logging.getLogger(LOGGER_NAME)
-
-BRANCH_FILE = "branch.json"
 
 LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
 REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}

@@ -30,8 +30,8 @@ from engine.distributed import DistributedContext, barrier, broadcast_flag, gath
 from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
 from engine.exits import PeerStopped, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
-from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
-                               remove_run_files)
+from engine.run_folder import (THRESHOLD_CHECKPOINT, RunFolderLock, check_ownership, check_unchanged, folder_state,
+                               last_finished_epoch, remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
                             seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, is_evaluation_epoch, learning_rate
@@ -541,7 +541,7 @@ def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
         best = evaluate_into(run, record, best)
         report = record.pop("report")
     if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
-        save(run, "threshold.pt", epoch + 1, 0, best)
+        save(run, THRESHOLD_CHECKPOINT, epoch + 1, 0, best)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
     log.info(epoch_summary(record, best, cfg))

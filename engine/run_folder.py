@@ -26,16 +26,24 @@ import yaml
 from core.errors import UserError
 
 LOCK_NAME = ".lock"
-# What train.py writes; eval.py's per-class CSVs and JSON reports beside the checkpoints describe
-# them too (a report left from a replaced run would pass for the new run's in the collector).
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train.log", "tensorboard")
-EVALUATION_FILES = ("*.per_class.csv", "*.report.json")
+THRESHOLD_CHECKPOINT = "threshold.pt"   # an RSG run's checkpoint at T_th, the branch point (engine/branch.py)
+BRANCH_FILE = "branch.json"             # a branch's record of its parent (engine/branch.py)
+TEST_TABLE = "eval_test.txt"            # eval.py's printed table, saved by the table runner (tools/paper_tables.py)
+# Every file a run writes into its folder: what --overwrite removes and what makes a folder hold a
+# run. One list, because a file left out here outlives the run it belongs to (a threshold.pt kept
+# by --overwrite would give a later branch the old run's weights).
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", THRESHOLD_CHECKPOINT, BRANCH_FILE, "metrics.jsonl", "train.log",
+             "tensorboard", TEST_TABLE)
+# And the files named after them: eval.py's per-class CSVs, JSON reports and post-hoc JSONs beside
+# the checkpoints (a report left from a replaced run would pass for the new run's in the
+# collector), and the <name>.tmp.<pid> that an atomic write killed mid-way leaves.
+RUN_FILE_PATTERNS = ("*.per_class.csv", "*.report.json", "*.posthoc.json", "*.tmp.[0-9]*")
 
 
 def run_files(folder: str) -> list[str]:
-    """The run files present in `folder` (names), in RUN_FILES order, then eval.py's files."""
+    """The run files present in `folder` (names), in RUN_FILES order, then the patterns' files."""
     present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
-    return present + sorted(os.path.basename(p) for pattern in EVALUATION_FILES
+    return present + sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS
                             for p in glob.glob(os.path.join(folder, pattern)))
 
 

@@ -5,6 +5,7 @@ refused before anything is written, and an early Ctrl-C ends in one line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -13,7 +14,7 @@ from conftest import snapshot, tiny_config_dict, torch_globals_restored, write_c
 from core.errors import UserError
 from engine.config import load_config
 from engine.run import fit
-from engine.run_folder import check_ownership
+from engine.run_folder import check_ownership, remove_run_files
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,30 @@ def cut_file(path, size: int = 1000) -> None:
         content = f.read(size)
     with open(path, "wb") as f:
         f.write(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: --overwrite clears every file a run writes
+
+
+def test_overwrite_clears_every_file_a_run_writes(tmp_path):
+    written = ["config.yaml", "last.pt", "best.pt", "threshold.pt", "branch.json", "metrics.jsonl", "train.log",
+               "best.per_class.csv", "best.report.json", "best.posthoc.json", "eval_test.txt", "last.pt.tmp.123"]
+    for name in written:
+        (tmp_path / name).write_text("old run\n")
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    remove_run_files(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_an_overwritten_run_leaves_no_threshold_checkpoint_to_branch_from(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    (folder / "branch.json").write_text("{}\n")
+    with torch_globals_restored():
+        fit(load_config(path, ["train.epochs=1", "rsg.enabled=false"]), overwrite=True)
+    assert not (folder / "threshold.pt").exists() and not (folder / "branch.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------
