@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -30,8 +29,8 @@ from engine.distributed import DistributedContext, barrier, broadcast_flag, gath
 from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
 from engine.exits import PeerStopped, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
-from engine.run_folder import (THRESHOLD_CHECKPOINT, RunFolderLock, check_ownership, check_unchanged, folder_state,
-                               last_finished_epoch, remove_run_files)
+from engine.run_folder import (METRICS_FILE, THRESHOLD_CHECKPOINT, RunFolderLock, append_record, check_ownership,
+                               check_unchanged, drop_torn_tail, folder_state, last_finished_epoch, remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
                             seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, is_evaluation_epoch, learning_rate
@@ -98,7 +97,7 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
-        self.jsonl_path = os.path.join(output_dir, "metrics.jsonl")
+        self.jsonl_path = os.path.join(output_dir, METRICS_FILE)
         self.steps_per_epoch = steps_per_epoch
 
     def step(self, epoch: int, step: int, values: dict) -> None:
@@ -117,8 +116,7 @@ class MetricsLog:
                     self.writer.add_scalar(f"{split}/{name}", value, epoch)
         log_extras(self.writer, record)
         self.writer.flush()
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.jsonl_path, record)
 
     def hparams(self, config: dict, report: EvaluationReport) -> None:
         """The run's config keys and final metrics in TensorBoard's HPARAMS tab, where runs compare
@@ -411,6 +409,9 @@ def claim(cfg, lock: RunFolderLock, resume, overwrite: bool, branch=None) -> Non
         log_to_file(cfg.output_dir)
         if removed:
             log.info("--overwrite: removed the previous run's %s from %s", ", ".join(removed), cfg.output_dir)
+        if drop_torn_tail(cfg.output_dir):
+            log.warning("%s ended in a line cut short by a crash: dropped, so that the next record starts a line "
+                        "of its own", os.path.join(cfg.output_dir, METRICS_FILE))
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
         if branch is not None:
             write_branch_record(branch, cfg)

@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 
-from conftest import snapshot, tiny_config_dict, torch_globals_restored, write_config
+from conftest import read_jsonl, snapshot, tiny_config_dict, torch_globals_restored, write_config
 from core.errors import UserError
 from engine.config import load_config
 from engine.run import fit
-from engine.run_folder import check_ownership, remove_run_files
+from engine.run_folder import check_ownership, last_finished_epoch, remove_run_files
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,28 @@ def test_resume_from_the_folders_checkpoint_by_another_path_continues_that_folde
     link.symlink_to(folder)
     check_ownership(str(link), str(folder / "last.pt"), False)      # the folder's own run: no refusal
     check_ownership(str(folder), str(link / "last.pt"), False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 4: metrics.jsonl holds whole records
+
+
+@pytest.mark.slow
+def test_a_cut_metrics_line_is_dropped_and_reported_on_resume(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_last_line(folder / "metrics.jsonl")
+    with torch_globals_restored():
+        fit(load_config(path), resume="auto")
+    assert [record["epoch"] for record in read_jsonl(folder / "metrics.jsonl")] == [0, 1]
+    assert "metrics.jsonl ended in a line cut short" in (folder / "train.log").read_text()
+
+
+def test_every_metrics_reader_tolerates_a_cut_last_line(tmp_path):
+    from tools.collect_results import read_run
+    from tools.plot_rsg_diagnostics import read_records
+
+    (tmp_path / "config.yaml").write_text("name: x\ntrain: {epochs: 3}\ndata: {}\n")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "train": {}}\n{"epoch": 1, "train": {}}\n{"epoch": 2, "tr')
+    assert last_finished_epoch(str(tmp_path)) == 1
+    assert [record["epoch"] for record in read_run(str(tmp_path)).metrics] == [0, 1]
+    assert [record["epoch"] for record in read_records(str(tmp_path))] == [0, 1]
