@@ -216,7 +216,11 @@ def stored_best(output_dir: str, state: dict) -> dict:
     best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
     path = os.path.join(output_dir, "best.pt")
     if os.path.isfile(path):
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        try:
+            saved = load_checkpoint(path, mmap=True)
+        except UserError as error:
+            raise UserError(f"{error}; it holds this run's best epoch: restore it, or move it aside to resume with "
+                            f"last.pt's record of the best") from None
         if saved.get("best_top1", -1.0) > best["top1"]:
             best = {"top1": saved["best_top1"], "epoch": saved["best_epoch"]}
     return best

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import read_jsonl, snapshot, tiny_config_dict, torch_globals_restored, write_config
 from core.errors import UserError
+from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.run import fit
 from engine.run_folder import check_ownership, last_finished_epoch, remove_run_files
@@ -123,3 +124,19 @@ def test_every_metrics_reader_tolerates_a_cut_last_line(tmp_path):
     assert last_finished_epoch(str(tmp_path)) == 1
     assert [record["epoch"] for record in read_run(str(tmp_path)).metrics] == [0, 1]
     assert [record["epoch"] for record in read_records(str(tmp_path))] == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: a corrupt best.pt is named
+
+
+@pytest.mark.slow
+def test_resume_with_a_corrupt_best_checkpoint_names_it_in_one_line(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_file(folder / "best.pt")
+    with pytest.raises(UserError) as info:
+        with torch_globals_restored():
+            fit(load_config(path, ["train.epochs=3"]), resume="auto")
+    message = str(info.value)
+    assert "\n" not in message and str(folder / "best.pt") in message and "move it aside" in message
+    assert load_checkpoint(str(folder / "last.pt"))["epoch"] == 2
