@@ -127,6 +127,37 @@ def test_every_metrics_reader_tolerates_a_cut_last_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Item 10: a parent is checked before the branch claims its folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken, checkpoint, named", [
+    ("metrics.jsonl", "last.pt", "metrics.jsonl"),      # the cut line is epoch 1's, which the branch inherits
+    ("best.pt", "threshold.pt", "best.pt"),             # best.pt is the best of the epochs the branch inherits
+])
+def test_a_branch_from_a_broken_parent_is_refused_before_its_folder_is_made(finished, tmp_path, broken,
+                                                                             checkpoint, named):
+    folder, path = copy_run(finished, tmp_path)
+    (cut_last_line if broken == "metrics.jsonl" else cut_file)(folder / broken)
+    branch = tmp_path / "branch"
+    with pytest.raises(UserError) as info:
+        fit(load_config(path, [f"output_dir={branch}", "train.epochs=3"]), branch_from=str(folder / checkpoint))
+    message = str(info.value)
+    assert "\n" not in message and str(folder / named) in message
+    assert not branch.exists()
+
+
+@pytest.mark.slow
+def test_a_cut_line_after_the_branch_point_does_not_stop_a_branch(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_last_line(folder / "metrics.jsonl")                 # epoch 1's line; threshold.pt is at epoch 1
+    branch = tmp_path / "branch"
+    with torch_globals_restored():
+        fit(load_config(path, [f"output_dir={branch}"]), branch_from=str(folder / "threshold.pt"))
+    assert [record["epoch"] for record in read_jsonl(branch / "metrics.jsonl")] == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
 # Item 11: a corrupt best.pt is named
 
 
