@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from conftest import read_jsonl, snapshot, tiny_config_dict, torch_globals_restored, write_config
+from conftest import (error_lines, read_jsonl, run_script, snapshot, tiny_config_dict, torch_globals_restored,
+                      write_config)
 from core.errors import UserError
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
@@ -49,6 +50,27 @@ def cut_file(path, size: int = 1000) -> None:
         content = f.read(size)
     with open(path, "wb") as f:
         f.write(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: eval.py writes only new files and its own
+
+
+@pytest.mark.slow
+def test_eval_never_writes_over_a_checkpoint_or_a_file_it_did_not_make(finished, tmp_path):
+    folder, _ = copy_run(finished, tmp_path)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my own table\n")
+    before = snapshot(folder)
+    for output in (folder / "last.pt", folder / "config.yaml", notes):
+        result = run_script("eval.py", "--checkpoint", folder / "best.pt", "--output", output)
+        lines = error_lines(result.stderr)
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert str(output) in lines[0] and "--output" in lines[0]
+    assert snapshot(folder) == before and notes.read_text() == "my own table\n"
+    for _ in range(2):      # the default names beside the checkpoint: written, then replaced by a rerun
+        assert run_script("eval.py", "--checkpoint", folder / "best.pt").returncode == 0
+    assert (folder / "best.per_class.csv").is_file() and (folder / "best.report.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------
