@@ -264,7 +264,8 @@ def fit(cfg, resume=None, overwrite=False, branch_from=None) -> Optional[Evaluat
     lock = RunFolderLock(cfg.output_dir)
     try:
         setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
-        run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
+        with interrupted_before_training(cfg, lock):
+            run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
         if run is None:
             return None
         with ending_reported(run), StopRequest() as stop:
@@ -316,6 +317,20 @@ def open_run(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devi
         log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start.epoch, cfg.train.epochs - 1,
                  cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     return run, start
+
+
+@contextlib.contextmanager
+def interrupted_before_training(cfg, lock: RunFolderLock):
+    """A Ctrl-C before StopRequest takes over (the run being built, its folder being claimed): one
+    line, in train.log too once the run has one, and exit status 130 instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if lock.claimed:
+            log.info("interrupted before training started; continue with --resume auto")
+        else:
+            log.info("interrupted while the run was being prepared; %s was not changed", cfg.output_dir)
+        raise SystemExit(130) from None
 
 
 @contextlib.contextmanager

@@ -204,6 +204,7 @@ class RunFolderLock:
         self.path = os.path.join(folder, LOCK_NAME)
         self.fd: Optional[int] = None
         self.seen: tuple = ()           # folder_state when the folder was checked
+        self.claimed = False            # whether `acquire` has written into the folder
 
     def check_free(self) -> None:
         """Take the lock if its file exists already (opening it read-only writes nothing); a
@@ -216,6 +217,7 @@ class RunFolderLock:
         if self.fd is None:
             os.makedirs(self.folder, exist_ok=True)
             self._take(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        self.claimed = True
         with open(self.path, "w") as f:   # the PID is for the refusal message only; the flock decides
             f.write(f"{os.getpid()}\n")
 

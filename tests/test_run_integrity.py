@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+import engine.run as engine_run
 from conftest import (error_lines, read_jsonl, run_script, snapshot, tiny_config_dict, torch_globals_restored,
                       write_config)
 from core.errors import UserError
@@ -193,3 +194,32 @@ def test_resume_with_a_corrupt_best_checkpoint_names_it_in_one_line(finished, tm
     message = str(info.value)
     assert "\n" not in message and str(folder / "best.pt") in message and "move it aside" in message
     assert load_checkpoint(str(folder / "last.pt"))["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 12: a Ctrl-C before the stop handler is installed
+
+
+def interrupts(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_an_interrupt_after_the_claim_ends_in_one_line_in_train_log(tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run")))
+    monkeypatch.setattr(engine_run, "MetricsLog", interrupts)     # the folder is claimed just before
+    with pytest.raises(SystemExit) as info:
+        with torch_globals_restored():
+            fit(cfg)
+    assert info.value.code == 130
+    last = (tmp_path / "run" / "train.log").read_text().rstrip("\n").splitlines()[-1]
+    assert "interrupted before training started" in last and "--resume auto" in last
+
+
+def test_an_interrupt_before_the_claim_ends_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run")))
+    monkeypatch.setattr(engine_run, "build_run", interrupts)
+    with pytest.raises(SystemExit) as info:
+        with torch_globals_restored():
+            fit(cfg)
+    assert info.value.code == 130 and not (tmp_path / "run").exists()
