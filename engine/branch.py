@@ -35,18 +35,16 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-
-import torch
+from typing import Optional
 
 from core import LOGGER_NAME
 from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
+from engine.run_folder import BRANCH_FILE, METRICS_FILE, read_records, same_folder
 from engine.schedules import learning_rate, reweight_start
 
 log = logging.getLogger(LOGGER_NAME)
-
-BRANCH_FILE = "branch.json"
 
 LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
 REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
@@ -132,6 +130,8 @@ class Parent:
     state: dict                     # the loaded checkpoint
     sha256: str
     same_evaluation: bool           # evaluates_alike: the best so far carries over
+    history: Optional[list] = None  # parent_history: its records before the branch point (None: no metrics.jsonl)
+    best_checkpoint: Optional[str] = None   # inherited_best: its best.pt, when the branch takes it over
 
     @property
     def epoch(self) -> int:
@@ -141,7 +141,7 @@ class Parent:
 def check_own_folder(checkpoint: str, cfg) -> None:
     """A branch never writes into its parent's folder (checked before the folder's ownership, whose
     message would only say that the folder holds a run)."""
-    if os.path.abspath(cfg.output_dir) == os.path.dirname(os.path.abspath(checkpoint)):
+    if same_folder(cfg.output_dir, os.path.dirname(os.path.abspath(checkpoint))):
         raise UserError(f"--branch-from {checkpoint}: the branch would write into its parent's folder; give it "
                         f"its own output_dir=... (or continue the parent with --resume)")
 
@@ -169,7 +169,43 @@ def prepare_branch(checkpoint: str, cfg) -> Parent:
         raise UserError(f"{where}: the branch's config differs from its parent's in what acts before the branch "
                         f"point (epoch {state['epoch']}): {'; '.join(conflicts)}. Change only what acts from "
                         f"epoch {state['epoch']} on, or train a new run")
-    return Parent(checkpoint, folder, state, file_sha256(checkpoint), evaluates_alike(state["config"], cfg))
+    same_evaluation = evaluates_alike(state["config"], cfg)
+    return Parent(checkpoint, folder, state, file_sha256(checkpoint), same_evaluation,
+                  parent_history(folder, state["epoch"], where),
+                  inherited_best(folder, state, same_evaluation, where))
+
+
+def parent_history(folder: str, epoch: int, where: str) -> Optional[list]:
+    """The parent's metrics.jsonl records of the epochs before `epoch`, the branch's first lines (None:
+    the parent has no metrics.jsonl). A line a crash cut short is skipped, unless it costs the
+    branch the record of one of those epochs."""
+    path = os.path.join(folder, METRICS_FILE)
+    if not os.path.isfile(path):
+        return None
+    records, unreadable = read_records(path)
+    history = [record for record in records if record["epoch"] < epoch]
+    lost = sorted(set(range(epoch)) - {record["epoch"] for record in history})
+    if unreadable and lost:
+        raise UserError(f"{where}: the parent's {path} has no readable record of epoch(s) {', '.join(map(str, lost))} "
+                        f"(line(s) {', '.join(map(str, unreadable))} cut short by a crash); resume the parent once "
+                        f"with --resume auto, which records its last epoch again from its last.pt, or branch from "
+                        f"an earlier checkpoint")
+    return history
+
+
+def inherited_best(folder: str, state: dict, keep_best: bool, where: str) -> Optional[str]:
+    """The parent's best.pt when the branch takes it over: it evaluates alike (`keep_best`) and that
+    file is the best checkpoint of the epochs before the branch point. Read now, so that a broken
+    one stops the branch before its folder exists."""
+    path = os.path.join(folder, "best.pt")
+    if not keep_best or state["best_epoch"] < 0 or not os.path.isfile(path):
+        return None
+    try:
+        best = load_checkpoint(path, mmap=True)
+    except UserError as error:
+        raise UserError(f"{where}: {error}; the branch would take it over as its best checkpoint: restore it, or "
+                        f"move it aside (the branch then starts without the parent's best.pt)") from None
+    return path if best.get("best_epoch") == state["best_epoch"] else None
 
 
 def start_branch(run, parent: Parent):
@@ -192,7 +228,7 @@ def start_branch(run, parent: Parent):
 def write_branch_record(parent: Parent, cfg) -> None:
     """Rank 0, once the run owns its folder (engine/run.py claim): the parent's history before the
     branch point and branch.json, the record of the parent."""
-    inherit_history(parent, cfg.output_dir, keep_best=parent.same_evaluation)
+    inherit_history(parent, cfg.output_dir)
     record_parent(parent, cfg)
 
 
@@ -222,24 +258,18 @@ def optimizer_state_by_name(state: dict, names: list[str], counts) -> dict:
     return {"state": new_state, "param_groups": [dict(groups[0], params=list(range(len(names))))]}
 
 
-def inherit_history(parent: Parent, output_dir: str, keep_best: bool = True) -> None:
-    """The parent's metrics.jsonl lines before the branch epoch, and (`keep_best`) its best.pt when
-    that is the best checkpoint of those epochs, so the branch's folder describes its whole training."""
-    source = os.path.join(parent.folder, "metrics.jsonl")
-    target = os.path.join(output_dir, "metrics.jsonl")
-    if not os.path.isfile(source):
+def inherit_history(parent: Parent, output_dir: str) -> None:
+    """The parent's records before the branch epoch and its best.pt of those epochs, both checked by
+    prepare_branch, so that the branch's folder describes its whole training."""
+    target = os.path.join(output_dir, METRICS_FILE)
+    if parent.history is None:
         log.warning("the parent folder %s has no metrics.jsonl: the branch's starts at epoch %d",
                     parent.folder, parent.epoch)
     elif not os.path.exists(target):
-        with open(source) as f:
-            lines = [line for line in f if line.strip() and json.loads(line)["epoch"] < parent.epoch]
         with open(target, "w") as f:
-            f.writelines(lines)
-    best = os.path.join(parent.folder, "best.pt")
-    if keep_best and parent.state["best_epoch"] >= 0 and os.path.isfile(best):
-        best_state = torch.load(best, map_location="cpu", weights_only=False)
-        if best_state.get("best_epoch") == parent.state["best_epoch"]:
-            shutil.copyfile(best, os.path.join(output_dir, "best.pt"))
+            f.writelines(json.dumps(record) + "\n" for record in parent.history)
+    if parent.best_checkpoint is not None:
+        shutil.copyfile(parent.best_checkpoint, os.path.join(output_dir, "best.pt"))
 
 
 def record_parent(parent: Parent, cfg) -> None:

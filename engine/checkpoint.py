@@ -78,13 +78,17 @@ def write_failure_reason(error: BaseException, directory: str) -> str:
     return str(error).splitlines()[0][:200]
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, mmap: bool = False) -> dict:
+    """The checkpoint at `path`, or one UserError naming it. `mmap`: map the tensors instead of
+    reading them (a caller that needs only the small entries)."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which one
-        raise UserError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as error:  # a truncated or foreign file: say which one, its size, torch's first sentence
+        reason = (str(error).splitlines() or [""])[0].split(". ")[0].rstrip(".")[:200]
+        raise UserError(f"cannot read checkpoint {path} ({os.path.getsize(path)} bytes): {type(error).__name__}: "
+                        f"{reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise UserError(f"{path} is not a checkpoint written by this codebase's train.py")
     return state

@@ -247,6 +247,7 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     JSON report (and with eval.posthoc every tau's JSON) beside it."""
     state = load_checkpoint(path)
     cfg = stored_config(state, path, overrides)
+    check_outputs(csv_path)
     evaluator = checkpoint_evaluator(path, state, cfg)
     dataset = build_eval_dataset(cfg.data, split)
     check_fits(path, state, cfg, dataset, split)
@@ -261,6 +262,35 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
 
 # ---------------------------------------------------------------------------------------------
 # eval.py's files
+
+CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accuracy")
+
+
+def written_by_eval(path: str) -> bool:
+    """Whether `path` is a file of eval.py's: a per-class CSV (its header) or a JSON report or tau
+    JSON (their keys). Those alone it replaces: --output RUN/last.pt must not turn a checkpoint
+    into a CSV, nor a default name a file of the user's."""
+    header = ",".join(CSV_HEADER).encode()
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(header))
+            if start == header:
+                return True
+            if not start.lstrip().startswith(b"{"):       # a checkpoint (a zip), a YAML, a log...
+                return False
+            content = json.loads(start + f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and ("per_class" in content or "by_tau" in content)
+
+
+def check_outputs(csv_path: str) -> None:
+    """Before anything is evaluated: each file eval.py may write (the CSV, the JSON report, every
+    tau's JSON) is new, or one it wrote."""
+    for path in (csv_path, evaluation_file(csv_path, ".report.json"), evaluation_file(csv_path, ".posthoc.json")):
+        if os.path.lexists(path) and not written_by_eval(path):
+            raise UserError(f"eval.py would write {path} (for --output {csv_path}), but that file exists and is not "
+                            f"one eval.py wrote; it replaces only its own files: choose another --output")
 
 
 def evaluation_file(csv_path: str, suffix: str) -> str:
@@ -301,7 +331,7 @@ def write_per_class_csv(path: str, report: EvaluationReport, class_names) -> Non
 
 def _write_rows(f, report: EvaluationReport, class_names) -> None:
     writer = csv.writer(f)
-    writer.writerow(["class", "name", "train_count", "shot_group", "test_images", "accuracy"])
+    writer.writerow(CSV_HEADER)
     for index, (count, accuracy) in enumerate(zip(report.train_counts, report.per_class)):
         writer.writerow([index, class_names[index], count, shot_group(count), report.test_counts[index],
                          "" if accuracy != accuracy else f"{accuracy:.4f}"])

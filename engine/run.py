@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -30,8 +29,8 @@ from engine.distributed import DistributedContext, barrier, broadcast_flag, gath
 from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
 from engine.exits import PeerStopped, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
-from engine.run_folder import (RunFolderLock, check_ownership, check_unchanged, folder_state, last_finished_epoch,
-                               remove_run_files)
+from engine.run_folder import (METRICS_FILE, THRESHOLD_CHECKPOINT, RunFolderLock, append_record, check_ownership,
+                               check_unchanged, drop_torn_tail, folder_state, last_finished_epoch, remove_run_files)
 from engine.runtime import (PhaseAwareDDP, Precision, log_to_file, log_to_file_only, prepare_model, resolve_device,
                             seed_everything, set_determinism, setup_logging)
 from engine.schedules import class_weights, is_evaluation_epoch, learning_rate
@@ -98,7 +97,7 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
-        self.jsonl_path = os.path.join(output_dir, "metrics.jsonl")
+        self.jsonl_path = os.path.join(output_dir, METRICS_FILE)
         self.steps_per_epoch = steps_per_epoch
 
     def step(self, epoch: int, step: int, values: dict) -> None:
@@ -117,8 +116,7 @@ class MetricsLog:
                     self.writer.add_scalar(f"{split}/{name}", value, epoch)
         log_extras(self.writer, record)
         self.writer.flush()
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.jsonl_path, record)
 
     def hparams(self, config: dict, report: EvaluationReport) -> None:
         """The run's config keys and final metrics in TensorBoard's HPARAMS tab, where runs compare
@@ -218,7 +216,11 @@ def stored_best(output_dir: str, state: dict) -> dict:
     best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
     path = os.path.join(output_dir, "best.pt")
     if os.path.isfile(path):
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        try:
+            saved = load_checkpoint(path, mmap=True)
+        except UserError as error:
+            raise UserError(f"{error}; it holds this run's best epoch: restore it, or move it aside to resume with "
+                            f"last.pt's record of the best") from None
         if saved.get("best_top1", -1.0) > best["top1"]:
             best = {"top1": saved["best_top1"], "epoch": saved["best_epoch"]}
     return best
@@ -262,7 +264,8 @@ def fit(cfg, resume=None, overwrite=False, branch_from=None) -> Optional[Evaluat
     lock = RunFolderLock(cfg.output_dir)
     try:
         setup_logging(is_main=ctx.is_main)     # the terminal; train.log once the run owns its folder
-        run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
+        with interrupted_before_training(cfg, lock):
+            run, start = open_run(cfg, resume, overwrite, ctx, device, lock, branch_from)
         if run is None:
             return None
         with ending_reported(run), StopRequest() as stop:
@@ -314,6 +317,20 @@ def open_run(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devi
         log.info("training %s for epochs %d..%d in %s on %s%s", cfg.name, start.epoch, cfg.train.epochs - 1,
                  cfg.output_dir, device, f" x {ctx.world_size} ranks" if ctx.world_size > 1 else "")
     return run, start
+
+
+@contextlib.contextmanager
+def interrupted_before_training(cfg, lock: RunFolderLock):
+    """A Ctrl-C before StopRequest takes over (the run being built, its folder being claimed): one
+    line, in train.log too once the run has one, and exit status 130 instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if lock.claimed:
+            log.info("interrupted before training started; continue with --resume auto")
+        else:
+            log.info("interrupted while the run was being prepared; %s was not changed", cfg.output_dir)
+        raise SystemExit(130) from None
 
 
 @contextlib.contextmanager
@@ -411,6 +428,9 @@ def claim(cfg, lock: RunFolderLock, resume, overwrite: bool, branch=None) -> Non
         log_to_file(cfg.output_dir)
         if removed:
             log.info("--overwrite: removed the previous run's %s from %s", ", ".join(removed), cfg.output_dir)
+        if drop_torn_tail(cfg.output_dir):
+            log.warning("%s ended in a line cut short by a crash: dropped, so that the next record starts a line "
+                        "of its own", os.path.join(cfg.output_dir, METRICS_FILE))
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
         if branch is not None:
             write_branch_record(branch, cfg)
@@ -541,7 +561,7 @@ def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
         best = evaluate_into(run, record, best)
         report = record.pop("report")
     if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
-        save(run, "threshold.pt", epoch + 1, 0, best)
+        save(run, THRESHOLD_CHECKPOINT, epoch + 1, 0, best)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
     log.info(epoch_summary(record, best, cfg))

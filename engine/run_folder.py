@@ -14,6 +14,7 @@ The rules (README "Run folders"):
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
@@ -26,16 +27,25 @@ import yaml
 from core.errors import UserError
 
 LOCK_NAME = ".lock"
-# What train.py writes; eval.py's per-class CSVs and JSON reports beside the checkpoints describe
-# them too (a report left from a replaced run would pass for the new run's in the collector).
-RUN_FILES = ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "train.log", "tensorboard")
-EVALUATION_FILES = ("*.per_class.csv", "*.report.json")
+THRESHOLD_CHECKPOINT = "threshold.pt"   # an RSG run's checkpoint at T_th, the branch point (engine/branch.py)
+BRANCH_FILE = "branch.json"             # a branch's record of its parent (engine/branch.py)
+METRICS_FILE = "metrics.jsonl"          # one JSON line per finished epoch (append_record, read_records)
+TEST_TABLE = "eval_test.txt"            # eval.py's printed table, saved by the table runner (tools/paper_tables.py)
+# Every file a run writes into its folder: what --overwrite removes and what makes a folder hold a
+# run. One list, because a file left out here outlives the run it belongs to (a threshold.pt kept
+# by --overwrite would give a later branch the old run's weights).
+RUN_FILES = ("config.yaml", "last.pt", "best.pt", THRESHOLD_CHECKPOINT, BRANCH_FILE, METRICS_FILE, "train.log",
+             "tensorboard", TEST_TABLE)
+# And the files named after them: eval.py's per-class CSVs, JSON reports and post-hoc JSONs beside
+# the checkpoints (a report left from a replaced run would pass for the new run's in the
+# collector), and the <name>.tmp.<pid> that an atomic write killed mid-way leaves.
+RUN_FILE_PATTERNS = ("*.per_class.csv", "*.report.json", "*.posthoc.json", "*.tmp.[0-9]*")
 
 
 def run_files(folder: str) -> list[str]:
-    """The run files present in `folder` (names), in RUN_FILES order, then eval.py's files."""
+    """The run files present in `folder` (names), in RUN_FILES order, then the patterns' files."""
     present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
-    return present + sorted(os.path.basename(p) for pattern in EVALUATION_FILES
+    return present + sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS
                             for p in glob.glob(os.path.join(folder, pattern)))
 
 
@@ -67,18 +77,67 @@ def run_finished(folder: str, epochs: int) -> bool:
 
 
 def last_finished_epoch(folder: str) -> Optional[int]:
-    """The epoch of the last line of metrics.jsonl (one line per finished epoch), or None."""
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.isfile(path):
+    """The epoch of the last record of metrics.jsonl (one line per finished epoch), or None."""
+    records = metrics_records(folder)
+    return records[-1]["epoch"] if records else None
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl: one line per finished epoch, each written whole; every reader goes through
+# read_records, which skips a line that is not a whole record.
+
+
+def append_record(path: str, record: dict) -> None:
+    """Append one epoch's line in a single unbuffered write: a crash cuts at most this line, and
+    `drop_torn_tail` removes its torn end before the resumed run appends the next."""
+    line = (json.dumps(record) + "\n").encode()
+    with open(path, "ab", buffering=0) as f:
+        if f.write(line) != len(line):      # a full disk mid-line: dropped on resume like a crash's
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def read_records(path: str) -> tuple[list[dict], list[int]]:
+    """The records of a metrics.jsonl in order, and the numbers of its lines that are not one (cut
+    short by a crash, or a cut line that an older resume appended the next record to)."""
+    records, unreadable = [], []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = parse_record(line)
+            if record is None:
+                unreadable.append(number)
+            else:
+                records.append(record)
+    return records, unreadable
+
+
+def parse_record(line: str) -> Optional[dict]:
+    try:
+        record = json.loads(line)
+    except ValueError:
         return None
-    epoch = None
-    with open(path) as f:
-        for line in f:
-            try:
-                epoch = json.loads(line)["epoch"]
-            except (ValueError, KeyError, TypeError):
-                continue        # a line cut short by a crash: the lines before it still count
-    return epoch
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
+
+
+def metrics_records(folder: str) -> list[dict]:
+    """The readable records of the folder's metrics.jsonl; [] when it has none."""
+    path = os.path.join(folder, METRICS_FILE)
+    return read_records(path)[0] if os.path.isfile(path) else []
+
+
+def drop_torn_tail(folder: str) -> int:
+    """Cut the folder's metrics.jsonl back to its last whole line; returns the bytes dropped. Every
+    record ends with its newline, so bytes after the last one are a line a crash cut short: the
+    next record appended to them would make that epoch's line unreadable too."""
+    path = os.path.join(folder, METRICS_FILE)
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "rb+") as f:
+        content = f.read()
+        whole = content.rfind(b"\n") + 1
+        f.truncate(whole)
+    return len(content) - whole
 
 
 def describe_run(folder: str) -> str:
@@ -96,13 +155,24 @@ def describe_run(folder: str) -> str:
     return ", ".join(parts)
 
 
+def same_folder(first: str, second: str) -> bool:
+    """Whether two paths name one folder: the same inode once both exist (whatever symlinks, `..` or
+    mounts spell them), else the same real path (a folder not made yet). Every check of a run
+    folder's identity goes through here: a path compared as text lets a run delete the folder it
+    reads from."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.realpath(first) == os.path.realpath(second)
+
+
 def continues_this_folder(resume: Optional[str], folder: str) -> bool:
     """`--resume auto`, or a checkpoint inside the folder: the run carries on the folder's run."""
     if resume == "auto":
         return True
     if not resume:
         return False
-    return os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
+    return same_folder(os.path.dirname(os.path.abspath(resume)), folder)
 
 
 def check_ownership(folder: str, resume: Optional[str], overwrite: bool) -> None:
@@ -134,6 +204,7 @@ class RunFolderLock:
         self.path = os.path.join(folder, LOCK_NAME)
         self.fd: Optional[int] = None
         self.seen: tuple = ()           # folder_state when the folder was checked
+        self.claimed = False            # whether `acquire` has written into the folder
 
     def check_free(self) -> None:
         """Take the lock if its file exists already (opening it read-only writes nothing); a
@@ -146,6 +217,7 @@ class RunFolderLock:
         if self.fd is None:
             os.makedirs(self.folder, exist_ok=True)
             self._take(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        self.claimed = True
         with open(self.path, "w") as f:   # the PID is for the refusal message only; the flock decides
             f.write(f"{os.getpid()}\n")
 

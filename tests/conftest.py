@@ -6,6 +6,8 @@ Everything is written under pytest's tmp_path; nothing reads /work/shared or dow
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import pickle
@@ -37,6 +39,18 @@ CIFAR_CLASSES = [f"class{i}" for i in range(10)]
 
 # ---------------------------------------------------------------------------------------------
 # Tiny CIFAR-10 in torchvision's on-disk python format
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` (relative path -> sha256), the lock file aside."""
+    from engine.run_folder import LOCK_NAME
+
+    digests = {}
+    for path in sorted(glob.glob(os.path.join(str(folder), "**", "*"), recursive=True)):
+        if os.path.isfile(path) and os.path.basename(path) != LOCK_NAME:
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
 
 
 def read_jsonl(path) -> list:

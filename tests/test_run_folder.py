@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import glob
-import hashlib
 import json
 import os
 import re
@@ -19,23 +18,13 @@ from PIL import Image
 
 import engine.run as engine_run
 from conftest import (PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, read_jsonl, run_script, run_scripts,
-                      script_command, tiny_config_dict, write_config)
+                      script_command, snapshot, tiny_config_dict, write_config)
 from core.errors import UserError
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.run import fit
 from engine.run_folder import LOCK_NAME, RunFolderLock
 from losses import build_loss
-
-
-def snapshot(folder) -> dict:
-    """Every file under `folder` (relative path -> sha256), the lock file aside."""
-    digests = {}
-    for path in sorted(glob.glob(os.path.join(str(folder), "**", "*"), recursive=True)):
-        if os.path.isfile(path) and os.path.basename(path) != LOCK_NAME:
-            with open(path, "rb") as f:
-                digests[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return digests
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from core.errors import UserError
 from engine.config import RUN_KEYS as config_run_keys
 from engine.config import config_differences, config_to_dict, load_config
 from engine.metrics import SHOT_GROUPS
-from engine.run_folder import finished_after
+from engine.run_folder import finished_after, metrics_records
 from tools.beyond_tables import BEYOND_TABLES
 from tools.paper_tables import SUBSET_FACET, TABLES, TEST_CSV, TEST_REPORT, Table, get_table, subset_root, table_key
 from tools.rsg_pair import SHARED_STAGE_SUFFIX
@@ -62,7 +62,7 @@ END = "<!-- END TABLES -->"
 class RunRecord:
     folder: str
     config: dict                # the run's resolved config.yaml
-    metrics: list               # the lines of metrics.jsonl
+    metrics: list               # the records of metrics.jsonl (a line cut by a crash skipped)
 
     @property
     def seed(self) -> int:
@@ -81,12 +81,7 @@ class RunRecord:
 def read_run(folder: str) -> RunRecord:
     with open(os.path.join(folder, "config.yaml")) as f:
         config = yaml.safe_load(f)
-    path = os.path.join(folder, "metrics.jsonl")
-    metrics = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            metrics = [json.loads(line) for line in f if line.strip()]
-    return RunRecord(folder, config, metrics)
+    return RunRecord(folder, config, metrics_records(folder))
 
 
 def find_runs(runs_dir: str, subset: Optional[str] = None) -> list[RunRecord]:

@@ -41,12 +41,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 from core.errors import UserError
 from engine.config import load_config
 from engine.exits import reports_user_errors
-from engine.run_folder import last_finished_epoch, run_finished
+from engine.run_folder import TEST_TABLE, last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
 
 TEST_CSV = "best.per_class.csv"     # what eval.py writes for best.pt --split test (its last file)
 TEST_REPORT = "best.report.json"    # and its JSON report, the numbers at full precision
-TEST_LOG = "eval_test.txt"          # eval.py's printed table
+TEST_LOG = TEST_TABLE               # eval.py's printed table (a run file: --overwrite removes it)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ its parent's. The class counts (shot groups) come from the run's checkpoint.
 """
 
 import argparse
-import json
 import os
 import sys
 
 from core.errors import UserError
 from engine.exits import reports_user_errors
 from engine.metrics import SHOT_GROUPS, shot_group
+from engine.run_folder import METRICS_FILE, metrics_records
 from tools.figures import read_run_config, require_pyplot, save_figure
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
@@ -39,11 +39,9 @@ PANELS = (  # (title, [(metrics key in record["train"], legend label)])
 
 
 def read_records(run_dir: str) -> list:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(run_dir, METRICS_FILE)):
         raise UserError(f"{run_dir} has no metrics.jsonl (train.py writes one per epoch)")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return metrics_records(run_dir)
 
 
 def class_counts_of(run_dir: str) -> list:

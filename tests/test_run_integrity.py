@@ -1,0 +1,225 @@
+"""Nothing a user does loses a run or splices two (issue 22, items 1-4 and 10-12): eval.py writes only
+its own files, --overwrite clears every file a run writes, a folder is the same folder however its
+path is spelled, a metrics.jsonl line cut by a crash is dropped and reported, a broken parent is
+refused before anything is written, and an early Ctrl-C ends in one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import engine.run as engine_run
+from conftest import (error_lines, read_jsonl, run_script, snapshot, tiny_config_dict, torch_globals_restored,
+                      write_config)
+from core.errors import UserError
+from engine.checkpoint import load_checkpoint
+from engine.config import load_config
+from engine.run import fit
+from engine.run_folder import check_ownership, last_finished_epoch, remove_run_files
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 2-epoch run (RSG from epoch 1: threshold.pt at epoch 1), never changed by a test:
+    each copies it first (`copy_run`)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    path = write_config(tmp / "run.yaml", tiny_config_dict(tmp / "run"))
+    with torch_globals_restored():
+        fit(load_config(path))
+    return tmp / "run"
+
+
+def copy_run(finished, tmp_path, name: str = "run"):
+    """A copy of the finished run and the config that trains into it: (folder, config path)."""
+    folder = tmp_path / name
+    shutil.copytree(finished, folder)
+    return folder, write_config(tmp_path / f"{name}.yaml", tiny_config_dict(folder))
+
+
+def cut_last_line(path, characters: int = 40) -> None:
+    """What a crash while the line was written leaves: the last line without its end."""
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[:-characters])
+
+
+def cut_file(path, size: int = 1000) -> None:
+    with open(path, "rb") as f:
+        content = f.read(size)
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: eval.py writes only new files and its own
+
+
+@pytest.mark.slow
+def test_eval_never_writes_over_a_checkpoint_or_a_file_it_did_not_make(finished, tmp_path):
+    folder, _ = copy_run(finished, tmp_path)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my own table\n")
+    before = snapshot(folder)
+    for output in (folder / "last.pt", folder / "config.yaml", notes):
+        result = run_script("eval.py", "--checkpoint", folder / "best.pt", "--output", output)
+        lines = error_lines(result.stderr)
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert str(output) in lines[0] and "--output" in lines[0]
+    assert snapshot(folder) == before and notes.read_text() == "my own table\n"
+    for _ in range(2):      # the default names beside the checkpoint: written, then replaced by a rerun
+        assert run_script("eval.py", "--checkpoint", folder / "best.pt").returncode == 0
+    assert (folder / "best.per_class.csv").is_file() and (folder / "best.report.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: --overwrite clears every file a run writes
+
+
+def test_overwrite_clears_every_file_a_run_writes(tmp_path):
+    written = ["config.yaml", "last.pt", "best.pt", "threshold.pt", "branch.json", "metrics.jsonl", "train.log",
+               "best.per_class.csv", "best.report.json", "best.posthoc.json", "eval_test.txt", "last.pt.tmp.123"]
+    for name in written:
+        (tmp_path / name).write_text("old run\n")
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    remove_run_files(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_an_overwritten_run_leaves_no_threshold_checkpoint_to_branch_from(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    (folder / "branch.json").write_text("{}\n")
+    with torch_globals_restored():
+        fit(load_config(path, ["train.epochs=1", "rsg.enabled=false"]), overwrite=True)
+    assert not (folder / "threshold.pt").exists() and not (folder / "branch.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 3: a folder is the same folder whatever path names it
+
+
+@pytest.mark.slow
+def test_a_branch_into_a_symlink_to_its_parents_folder_is_refused(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    before = snapshot(folder)
+    with pytest.raises(UserError, match="parent's folder"):
+        fit(load_config(path, [f"output_dir={link}", "train.epochs=3"]), overwrite=True,
+            branch_from=str(folder / "threshold.pt"))
+    assert snapshot(folder) == before
+
+
+def test_resume_from_the_folders_checkpoint_by_another_path_continues_that_folder(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("name: x\n")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    check_ownership(str(link), str(folder / "last.pt"), False)      # the folder's own run: no refusal
+    check_ownership(str(folder), str(link / "last.pt"), False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 4: metrics.jsonl holds whole records
+
+
+@pytest.mark.slow
+def test_a_cut_metrics_line_is_dropped_and_reported_on_resume(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_last_line(folder / "metrics.jsonl")
+    with torch_globals_restored():
+        fit(load_config(path), resume="auto")
+    assert [record["epoch"] for record in read_jsonl(folder / "metrics.jsonl")] == [0, 1]
+    assert "metrics.jsonl ended in a line cut short" in (folder / "train.log").read_text()
+
+
+def test_every_metrics_reader_tolerates_a_cut_last_line(tmp_path):
+    from tools.collect_results import read_run
+    from tools.plot_rsg_diagnostics import read_records
+
+    (tmp_path / "config.yaml").write_text("name: x\ntrain: {epochs: 3}\ndata: {}\n")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "train": {}}\n{"epoch": 1, "train": {}}\n{"epoch": 2, "tr')
+    assert last_finished_epoch(str(tmp_path)) == 1
+    assert [record["epoch"] for record in read_run(str(tmp_path)).metrics] == [0, 1]
+    assert [record["epoch"] for record in read_records(str(tmp_path))] == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: a parent is checked before the branch claims its folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken, checkpoint, named", [
+    ("metrics.jsonl", "last.pt", "metrics.jsonl"),      # the cut line is epoch 1's, which the branch inherits
+    ("best.pt", "threshold.pt", "best.pt"),             # best.pt is the best of the epochs the branch inherits
+])
+def test_a_branch_from_a_broken_parent_is_refused_before_its_folder_is_made(finished, tmp_path, broken,
+                                                                             checkpoint, named):
+    folder, path = copy_run(finished, tmp_path)
+    (cut_last_line if broken == "metrics.jsonl" else cut_file)(folder / broken)
+    branch = tmp_path / "branch"
+    with pytest.raises(UserError) as info:
+        fit(load_config(path, [f"output_dir={branch}", "train.epochs=3"]), branch_from=str(folder / checkpoint))
+    message = str(info.value)
+    assert "\n" not in message and str(folder / named) in message
+    assert not branch.exists()
+
+
+@pytest.mark.slow
+def test_a_cut_line_after_the_branch_point_does_not_stop_a_branch(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_last_line(folder / "metrics.jsonl")                 # epoch 1's line; threshold.pt is at epoch 1
+    branch = tmp_path / "branch"
+    with torch_globals_restored():
+        fit(load_config(path, [f"output_dir={branch}"]), branch_from=str(folder / "threshold.pt"))
+    assert [record["epoch"] for record in read_jsonl(branch / "metrics.jsonl")] == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: a corrupt best.pt is named
+
+
+@pytest.mark.slow
+def test_resume_with_a_corrupt_best_checkpoint_names_it_in_one_line(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    cut_file(folder / "best.pt")
+    with pytest.raises(UserError) as info:
+        with torch_globals_restored():
+            fit(load_config(path, ["train.epochs=3"]), resume="auto")
+    message = str(info.value)
+    assert "\n" not in message and str(folder / "best.pt") in message and "move it aside" in message
+    assert load_checkpoint(str(folder / "last.pt"))["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 12: a Ctrl-C before the stop handler is installed
+
+
+def interrupts(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_an_interrupt_after_the_claim_ends_in_one_line_in_train_log(tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run")))
+    monkeypatch.setattr(engine_run, "MetricsLog", interrupts)     # the folder is claimed just before
+    with pytest.raises(SystemExit) as info:
+        with torch_globals_restored():
+            fit(cfg)
+    assert info.value.code == 130
+    last = (tmp_path / "run" / "train.log").read_text().rstrip("\n").splitlines()[-1]
+    assert "interrupted before training started" in last and "--resume auto" in last
+
+
+def test_an_interrupt_before_the_claim_ends_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run")))
+    monkeypatch.setattr(engine_run, "build_run", interrupts)
+    with pytest.raises(SystemExit) as info:
+        with torch_globals_restored():
+            fit(cfg)
+    assert info.value.code == 130 and not (tmp_path / "run").exists()
