@@ -253,3 +253,19 @@ def remove_run_files(folder: str) -> list[str]:
         else:
             os.remove(path)
     return removed
+
+
+def training_counts(folder: str) -> Optional[list]:
+    """The training class counts of a finished run: from eval.py's report of its last.pt (what
+    scripts/export_results.py keeps in results/, where no checkpoint is), else from a checkpoint;
+    None when the folder has neither."""
+    report = os.path.join(folder, "last.report.json")
+    if os.path.isfile(report):
+        with open(report) as f:
+            return list(json.load(f)["train_counts"])
+    from engine.checkpoint import load_checkpoint      # torch: only for a folder with checkpoints
+
+    for name in ("last.pt", "threshold.pt", "best.pt"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return list(load_checkpoint(os.path.join(folder, name))["class_counts"])
+    return None

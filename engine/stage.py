@@ -17,6 +17,7 @@ import os
 from core import LOGGER_NAME
 from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
+from engine.run_folder import same_folder
 from models import strip_rsg
 
 log = logging.getLogger(LOGGER_NAME)
@@ -27,6 +28,9 @@ def record_parent(cfg) -> dict:
     config.yaml records them) and return its state. A config that already names a sha256 (a
     resumed run) must name the same file contents: a replaced parent would mix two first stages."""
     path = cfg.stage.parent
+    if same_folder(os.path.dirname(os.path.abspath(path)), cfg.output_dir):
+        raise UserError(f"key 'output_dir': {cfg.output_dir} is the folder of the stage's parent {path}; the "
+                        "classifier stage needs a folder of its own (its --overwrite would delete the parent)")
     state = load_checkpoint(path)
     sha256 = file_sha256(path)
     if cfg.stage.parent_sha256 and cfg.stage.parent_sha256 != sha256:

@@ -311,6 +311,16 @@ def test_stage_settings_are_checked(first_stage, tmp_path):
         build_stage_run(cosine)
 
 
+@pytest.mark.slow
+def test_a_stage_in_its_parents_folder_is_refused(first_stage, tmp_path):
+    """Its --overwrite would clear the parent's run files (last.pt among them)."""
+    from engine.stage import record_parent
+
+    cfg = load_config(stage_config(tmp_path, first_stage, "crt"), [f"output_dir={os.path.dirname(first_stage)}"])
+    with pytest.raises(UserError, match="output_dir.*folder of the stage's parent"):
+        record_parent(cfg)
+
+
 def entry_point(main, capsys, *args) -> str:
     """train.main / eval.main in this process (no interpreter start-up): exit 0, their stdout."""
     assert main(list(args)) == 0, capsys.readouterr().err

@@ -32,7 +32,7 @@ from engine.evaluation import evaluate_checkpoint
 from engine.exits import reports_user_errors
 from engine.run_folder import run_finished
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "train.log", "branch.json")   # what a run writes, checkpoints aside
+EVIDENCE_FILES = ("config.yaml", "metrics.jsonl", "train.log", "branch.json")   # a run's small files: no checkpoint
 EVALUATED_CHECKPOINT = "last.pt"
 
 
@@ -72,7 +72,7 @@ def export_run(source: str, destination: str, overrides: list) -> None:
         raise UserError(f"{source} is finished but has no {EVALUATED_CHECKPOINT} to evaluate; was it moved?")
     os.makedirs(destination, exist_ok=True)
     evaluate_checkpoint(checkpoint, overrides, os.path.join(destination, "last.per_class.csv"))
-    for name in RUN_FILES:
+    for name in EVIDENCE_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copy2(os.path.join(source, name), os.path.join(destination, name))
     record = {"source": os.path.abspath(source), "host": socket.gethostname(),

@@ -18,7 +18,7 @@ import sys
 from core.errors import UserError
 from engine.exits import reports_user_errors
 from engine.metrics import SHOT_GROUPS, shot_group
-from engine.run_folder import METRICS_FILE, metrics_records
+from engine.run_folder import METRICS_FILE, metrics_records, training_counts
 from tools.figures import read_run_config, require_pyplot, save_figure
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
@@ -45,13 +45,11 @@ def read_records(run_dir: str) -> list:
 
 
 def class_counts_of(run_dir: str) -> list:
-    import torch
-
-    for name in ("last.pt", "threshold.pt", "best.pt"):
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return list(torch.load(path, map_location="cpu", weights_only=False)["class_counts"])
-    raise UserError(f"{run_dir} has no checkpoint (last.pt) to read the training class counts from")
+    counts = training_counts(run_dir)
+    if counts is None:
+        raise UserError(f"{run_dir} has neither a checkpoint (last.pt) nor an exported report (last.report.json) "
+                        "to read the training class counts from")
+    return counts
 
 
 def accuracy_series(records: list):

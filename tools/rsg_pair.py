@@ -172,22 +172,12 @@ GENERATION_READINGS = (("generated/step", "generated_per_step"), ("L_MV directio
                        ("centers used per class", "rsg_centers_used"))
 
 
-def training_counts(with_config: str, seeds, output_root: str):
-    """The training class counts: from a stage's exported evaluation report (results/), else from
-    its last.pt (a run folder); None when neither exists yet."""
-    import json
+def pair_training_counts(with_config: str, seeds, output_root: str):
+    """The training class counts of the pair's runs (the first folder that has them), or None."""
+    from engine.run_folder import training_counts
 
-    from engine.checkpoint import load_checkpoint
-
-    for seed in seeds:
-        for folder in pair_folders(output_root, with_config, seed).values():
-            report, checkpoint = os.path.join(folder, "last.report.json"), os.path.join(folder, "last.pt")
-            if os.path.isfile(report):
-                with open(report) as f:
-                    return json.load(f)["train_counts"]
-            if os.path.isfile(checkpoint):
-                return load_checkpoint(checkpoint)["class_counts"]
-    return None
+    folders = [f for seed in seeds for f in pair_folders(output_root, with_config, seed).values()]
+    return next((counts for counts in map(training_counts, folders) if counts is not None), None)
 
 
 def diagnostics(with_config: str, seeds, output_root: str, counts=None) -> str:
@@ -296,7 +286,7 @@ def main(argv=None) -> int:
     if not args.dry_run and not args.no_summary:
         print(summary(with_config, args.seeds, output_root))
         if args.diagnostics:
-            counts = training_counts(with_config, args.seeds, output_root)
+            counts = pair_training_counts(with_config, args.seeds, output_root)
             print(diagnostics(with_config, args.seeds, output_root, counts))
             print(per_class_differences(with_config, args.seeds, output_root))
         if not args.report:
