@@ -87,10 +87,27 @@ def set_determinism(deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively: on a GPU, or a CPU whose oneDNN has bf16 kernels
+    (AVX512-BF16, AMX). Elsewhere bf16 is emulated on the CPU, slower than float32."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Precision:
-    """`train.amp`: none (float32), bf16 (autocast), or fp16 (autocast with a gradient scaler)."""
+    """`train.amp`: none (float32), bf16 (autocast), or fp16 (autocast with a gradient scaler).
+    bf16 on a CPU without native bf16 runs in float32 instead, and says so: there it would only be
+    slower (docs/BENCHMARKS.md)."""
 
     def __init__(self, mode: str, device: torch.device):
+        if mode == "bf16" and not has_native_bf16(device):
+            log.warning("train.amp=bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is slower "
+                        "than float32; running in float32")
+            mode = "none"
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None

@@ -408,3 +408,17 @@ def test_sigterm_subprocess_then_resume(tmp_path):
     state = load_checkpoint(str(output_dir / "last.pt"))
     assert (state["epoch"], state["step"]) == (3, 0)
     assert [r["epoch"] for r in read_jsonl(metrics)] == [0, 1, 2]
+
+
+def test_bf16_falls_back_to_float32_on_a_cpu_without_native_bf16(monkeypatch, caplog):
+    from engine import runtime
+
+    assert runtime.Precision("bf16", torch.device("cuda")).dtype == torch.bfloat16    # a GPU: never questioned
+    monkeypatch.setattr(runtime, "has_native_bf16", lambda device: False)
+    monkeypatch.setattr(runtime.log, "propagate", True)        # setup_logging (an earlier fit) turns it off
+    with caplog.at_level("WARNING", logger=runtime.log.name):
+        precision = runtime.Precision("bf16", torch.device("cpu"))
+    assert precision.dtype is None and precision.scaler is None                   # float32, no autocast
+    assert "no native bf16" in caplog.text and "running in float32" in caplog.text
+    monkeypatch.setattr(runtime, "has_native_bf16", lambda device: True)
+    assert runtime.Precision("bf16", torch.device("cpu")).dtype == torch.bfloat16
