@@ -22,8 +22,9 @@ from data.imbalance import class_counts
 from data.samplers import RankSlice, build_sampler
 from engine.branch import check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint, load_checkpoint,
-                               load_model_weights, save_checkpoint)
+                               load_model_weights, save_checkpoint, stored_config)
 from engine.config import config_differences, config_to_dict, flatten, save_config
+from engine.continuation import continuation_conflicts
 from engine.diagnostics import log_extras, test_per_class
 from engine.distributed import DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed, shutdown
 from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
@@ -191,23 +192,35 @@ def save(run: Run, name: str, epoch: int, step: int, best: dict, record: Optiona
         save_checkpoint(checkpoint_state(run, epoch, step, best, record), os.path.join(run.cfg.output_dir, name))
 
 
-def restore(path: str, run: Run):
-    """Load a checkpoint into the run; every rank reads the same file. Returns (epoch, step, best,
-    the state)."""
+def check_resumable(path: str, state: dict, cfg) -> None:
+    """Before anything is built: the config may differ from the checkpoint's only where its change
+    has not acted yet (engine/continuation.py), else the run would go on as another run while
+    config.yaml claimed the new values for all of it. An allowed change is logged."""
+    stored_config(state, path)          # a key of another code version: named with the file, here
+    epochs = state["epoch"] + (1 if state["step"] else 0)     # mid-epoch: that epoch has begun
+    conflicts = continuation_conflicts(state["config"], config_to_dict(cfg), epochs)
+    if conflicts:
+        raise UserError(f"cannot resume {path} with this config: it differs from the run's in what acted in its "
+                        f"{epochs} epoch(s) so far: {'; '.join(conflicts)}. Resume with the run's own values (its "
+                        f"config.yaml), or train the new config into another output_dir=<path>")
+    changed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in
+               config_differences(state["config"], config_to_dict(cfg)).items()]
+    if changed:  # allowed (more epochs, where and how fast it runs), but never silent
+        log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
+
+
+def restore(path: str, state: dict, run: Run):
+    """Load the checkpoint `state` (read from `path` by every rank) into the run. Returns (epoch,
+    step, best)."""
     cfg = run.cfg
-    state = load_checkpoint(path)
     describe = f"backbone {cfg.model.backbone}, RSG {'on' if cfg.rsg.enabled else 'off'}"
     load_model_weights(run.model, state["model"], path, describe)
     check_same_parent(cfg, state, path)
     if run.optimizer is not None:
         run.optimizer.load_state_dict(state["optimizer"])
     run.precision.load_state_dict(state.get("scaler", {}))
-    changed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in
-               config_differences(state["config"], config_to_dict(cfg)).items()]
-    if changed:  # allowed (e.g. more epochs), but never silent
-        log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
-    return state["epoch"], state["step"], stored_best(cfg.output_dir, state), state
+    return state["epoch"], state["step"], stored_best(cfg.output_dir, state)
 
 
 def stored_best(output_dir: str, state: dict) -> dict:
@@ -402,18 +415,21 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
                     "rsg.enabled=false", cfg.rsg.threshold_epoch, cfg.train.epochs, cfg.train.epochs - 1)
     parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
+    state = load_checkpoint(resume_path) if resume_path else None
+    if state is not None:
+        check_resumable(resume_path, state, cfg)
     branch = prepare_branch(branch_from, cfg) if branch_from and not resume_path else None   # a resumed branch: its own last.pt
     run = build_run(cfg, ctx, device, resuming=bool(resume_path or branch), parent_state=parent_state)
     start = Start()
     if resume_path:
-        start.epoch, start.step, start.best, state = restore(resume_path, run)
+        start.epoch, start.step, start.best = restore(resume_path, state, run)
         start.pending = pending_record(state, cfg.output_dir) if ctx.is_main else None
     elif branch:
         start.epoch, start.step, start.best = start_branch(run, branch)
         start.parent = branch
     elif resume == "auto":
         log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
-    start.pending = pending_on_every_rank(start.pending, state if resume_path else None, device)
+    start.pending = pending_on_every_rank(start.pending, state, device)
     return run, start
 
 
