@@ -17,7 +17,7 @@ from data.cifar import load_cifar
 from data.datasets import ArrayDataset, FileDataset
 from data.digits import load_digits_split
 from data.image_folder import check_same_classes, class_folders, scan_image_folder
-from data.imbalance import class_counts, imbalanced_counts, select_subset
+from data.imbalance import check_every_class_trained, class_counts, imbalanced_counts, select_subset
 from data.registry import DATASETS
 from data.transforms import preset_eval_transform, preset_train_transform
 
@@ -93,6 +93,9 @@ def build_datasets(data_cfg, eval_split: Optional[str] = None):
     if n_max is None:  # an image folder or a list: its most populated class
         n_max = max(class_counts(full_train.targets, full_train.num_classes))
     counts = imbalanced_counts(n_max, full_train.num_classes, data_cfg.imbalance_ratio, data_cfg.profile)
+    check_every_class_trained(counts, f"data.imbalance_ratio={data_cfg.imbalance_ratio:g} ({data_cfg.profile} "
+                              f"profile, n_max {n_max})", "the rarest class keeps int(n_max / rho) images; lower "
+                              "data.imbalance_ratio or raise data.max_per_class", full_train.classes)
     indices = select_subset(full_train.targets, counts, data_cfg.subset, data_cfg.subset_seed)
     return full_train.subset(indices), evaluation
 

@@ -80,6 +80,20 @@ def class_counts(targets: Sequence[int], num_classes: int) -> List[int]:
     return [int(n) for n in np.bincount(labels, minlength=num_classes)[:num_classes]]
 
 
+def check_every_class_trained(counts: Sequence[int], source: str, fix: str,
+                              classes: Optional[Sequence[str]] = None) -> None:
+    """Refuse a training set in which a class has no image: LDAM's margins and the class-balanced
+    weights divide by its count, and its few-shot accuracy would be that of a class never trained.
+    `source` says where the counts came from, `fix` how to change them; `classes` names them."""
+    empty = [index for index, count in enumerate(counts) if count == 0]
+    if not empty:
+        return
+    named = [f"{index} {classes[index]!r}" if classes else str(index) for index in empty[:5]]
+    shown = ", ".join(named) + (", ..." if len(empty) > 5 else "")
+    raise UserError(f"{source}: {len(empty)} of {len(counts)} classes have no training image (classes {shown}); "
+                    f"every class needs one (LDAM margins and class-balanced weights divide by the count): {fix}")
+
+
 def select_per_class(targets: Sequence[int], counts: Sequence[int],
                      shuffle_seed: Optional[int] = None) -> np.ndarray:
     """Indices of the samples to keep so that class c has exactly counts[c] samples.

@@ -25,6 +25,7 @@ import numpy as np
 
 from core.errors import UserError
 from data.datasets import FileDataset, ListOrigin
+from data.imbalance import check_every_class_trained
 from data.registry import DATASETS
 
 ROOT_SAMPLE = 20   # listed images checked for existence when the lists are read
@@ -199,16 +200,6 @@ def check_labels(split: SplitList, num_classes: int, how: str) -> None:
                         f"({how}; {len(bad)} such line(s) in the file)")
 
 
-def check_every_class_trained(counts: np.ndarray, source: str) -> None:
-    """LDAM margins and class-balanced weights divide by each class's count: none may be 0."""
-    empty = np.flatnonzero(counts == 0)
-    if len(empty):
-        shown = ", ".join(map(str, empty[:5].tolist())) + (", ..." if len(empty) > 5 else "")
-        raise UserError(f"{source}: {len(empty)} of {len(counts)} classes have no training image (classes {shown}); "
-                        f"every class needs one (LDAM margins and class-balanced weights divide by the count): "
-                        f"check data.num_classes (0 = infer from this list) or the list")
-
-
 def check_root(split: SplitList, root: str, dataset_name: str) -> None:
     """Some of the first ROOT_SAMPLE listed images must exist under data.root; else say what is there."""
     sample = split.paths[:ROOT_SAMPLE]
@@ -298,7 +289,8 @@ def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_tr
     train = read_split(list_file(data_cfg, "train"))
     num_classes, how = resolve_num_classes(data_cfg, train)
     check_labels(train, num_classes, how)
-    check_every_class_trained(np.bincount(train.labels, minlength=num_classes), train.origin.source)
+    check_every_class_trained(np.bincount(train.labels, minlength=num_classes), train.origin.source,
+                              "check data.num_classes (0 = infer from this list) or the list")
     evaluation = read_split(list_file(data_cfg, eval_split))
     check_labels(evaluation, num_classes, how)
     for split in (train, evaluation):

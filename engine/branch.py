@@ -15,14 +15,15 @@ and the best metric so far. The sampler order and every random draw are function
 epoch) (engine/run.py, start_epoch_state), so an unchanged seed gives the parent's sampler and
 RNG state at that epoch. A branch that changes nothing continues exactly like the parent.
 
-What a branch may change (`branch_conflicts`): where and how it runs (folder, device, workers,
-logging); train.epochs; how it evaluates (eval.*: the post-hoc correction and its tau grid, which
-touch no weight; the branch then starts its best-so-far afresh, since the parent's best was
-measured another way); the lr, class-weight and sampler schedules where they agree with the
-parent's before the branch epoch; RSG off (from a parent that had not generated yet); RSG's
-generation settings (T_th, beta, alpha, lambda2, MV terms, generation mode) while neither run has
-generated yet. Anything else (model, data, seed, optimizer, loss, RSG's centers...) acted before
-the branch point, and the branch is refused in one line.
+What a branch may change (`branch_conflicts`: the rule of engine/continuation.py, which a resume
+follows too): where and how it runs (folder, device, workers, logging); train.epochs; how it
+evaluates (eval.*: the post-hoc correction and its tau grid, which touch no weight; the branch
+then starts its best-so-far afresh, since the parent's best was measured another way); the lr,
+class-weight and sampler schedules where they agree with the parent's before the branch epoch; RSG
+off (from a parent that had not generated yet); RSG's generation settings (T_th, beta, alpha,
+lambda2, MV terms, generation mode) while neither run has generated yet. Anything else (model,
+data, seed, optimizer, loss, RSG's centers...) acted before the branch point, and the branch is
+refused in one line.
 
 The branch folder records its parent in branch.json (folder, checkpoint, epoch, sha256) and starts
 its metrics.jsonl with the parent's lines of the epochs before the branch point.
@@ -40,18 +41,11 @@ from typing import Optional
 from core import LOGGER_NAME
 from core.errors import UserError
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
-from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict, flatten
+from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict
+from engine.continuation import continuation_conflicts
 from engine.run_folder import BRANCH_FILE, METRICS_FILE, read_records, same_folder
-from engine.schedules import learning_rate, reweight_start
 
 log = logging.getLogger(LOGGER_NAME)
-
-LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
-REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
-SAMPLER_KEYS = {"data.sampler", "data.resample_start", "data.resample_beta"}
-# RSG keys that act only once it generates (from rsg.threshold_epoch on).
-GENERATION_KEYS = {"rsg.threshold_epoch", "rsg.transfer_strength", "rsg.frequent_ratio", "rsg.mv_weight",
-                   "rsg.mv_terms", "rsg.generation"}
 
 
 def threshold_checkpoint_due(cfg, next_epoch: int) -> bool:
@@ -63,60 +57,11 @@ def threshold_checkpoint_due(cfg, next_epoch: int) -> bool:
 # Which config changes a branch may make
 
 
-def lr_before(cfg, epoch: int) -> list:
-    return [learning_rate(e, cfg.optim) for e in range(epoch)]
-
-
-def reweighting_before(cfg, epoch: int) -> list:
-    """Per epoch before `epoch`: the class-weight beta in force, or None (uniform weights)."""
-    start = reweight_start(cfg.loss)
-    return [cfg.loss.reweight_beta if start is not None and e >= start else None for e in range(epoch)]
-
-
-def sampling_before(cfg, epoch: int) -> list:
-    """Per epoch before `epoch`: the re-sampling beta in force, or None (the plain epoch shuffle,
-    which is also what DRS yields before resample_start)."""
-    data = cfg.data
-    return [data.resample_beta if data.sampler == "drs" and e >= data.resample_start else None
-            for e in range(epoch)]
-
-
-def generates_before(cfg, epoch: int) -> bool:
-    return cfg.rsg.enabled and cfg.rsg.threshold_epoch < epoch
-
-
-def key_conflict(key: str, parent, branch, epoch: int):
-    """Why changing `key` would change epochs before `epoch`, or None when the change is allowed."""
-    if key in RUN_KEYS or key.startswith("eval."):    # eval.*: read only when a model is evaluated
-        return None
-    if key == "train.epochs":
-        return None if branch.train.epochs > epoch else f"the branch must train past epoch {epoch}"
-    for keys, before in ((LR_KEYS, lr_before), (REWEIGHT_KEYS, reweighting_before), (SAMPLER_KEYS, sampling_before)):
-        if key in keys:
-            return None if before(parent, epoch) == before(branch, epoch) else "its schedule differs before the branch"
-    if key.startswith("rsg."):
-        if generates_before(parent, epoch):
-            return f"the parent generated samples from epoch {parent.rsg.threshold_epoch}, before the branch"
-        if key == "rsg.enabled":
-            return None if parent.rsg.enabled else ("the parent has no RSG to continue (branch from a run "
-                                                    "with RSG, which trains its centers before T_th)")
-        if not branch.rsg.enabled or (key in GENERATION_KEYS and not generates_before(branch, epoch)):
-            return None
-        return "it acts before the threshold epoch"
-    return "it acts from epoch 0"
-
-
 def branch_conflicts(parent_config: dict, branch_config: dict, epoch: int) -> list[str]:
-    """The changed keys a branch at `epoch` may not make, each as 'key (old -> new)'."""
-    parent, branch = config_from_dict(parent_config), config_from_dict(branch_config)
-    old, new = flatten(config_to_dict(parent)), flatten(config_to_dict(branch))
-    conflicts = []
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            reason = key_conflict(key, parent, branch, epoch)
-            if reason:
-                conflicts.append(f"{key} ({old.get(key)!r} -> {new.get(key)!r}: {reason})")
-    return conflicts
+    """The changed keys a branch at `epoch` may not make, each as 'key (old -> new: why)': the rule of
+    every continuation (engine/continuation.py), for a new run that starts its best-so-far afresh
+    when it evaluates otherwise."""
+    return continuation_conflicts(parent_config, branch_config, epoch, branch=True)
 
 
 # ---------------------------------------------------------------------------------------------

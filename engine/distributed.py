@@ -6,12 +6,17 @@ process and no process group is created. Under torchrun: NCCL on GPUs, gloo on C
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,18 @@ class DistributedContext:
         return self.rank == 0
 
 
+FAILURE_KEY = "rsg_lt/failure/rank{}"   # in the process group's store: why a rank ended
+FAILURE_WAIT_S = 1.0                     # how long a rank that lost its peer waits for the peer's word
+
+_group_started = False                  # a process group was made in this process (it outlives shutdown)
+
+
 def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def group_started() -> bool:
+    return _group_started
 
 
 def init_distributed(device_name: str) -> tuple[DistributedContext, torch.device]:
@@ -43,6 +58,8 @@ def init_distributed(device_name: str) -> tuple[DistributedContext, torch.device
         device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+    global _group_started
+    _group_started = True
     return DistributedContext(rank, world_size, local_rank), device
 
 
@@ -98,3 +115,46 @@ def gather_lists(items: list) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, list(items))
     return [item for part in gathered for item in part]
+
+
+# ---------------------------------------------------------------------------------------------
+# Why a rank failed, for the others: a rank blocked in a collective only learns from gloo or NCCL
+# that its peer is gone ("Connection closed by peer"). The failing rank leaves its reason in the
+# store (hosted by torchrun's agent, or by rank 0) before it exits, and the others read it there.
+
+
+def failure_record(error: BaseException) -> dict:
+    """What a rank tells the others about the error that ends it: its rank, its exit status (2 for a
+    UserError, a mistake the user can fix) and one line."""
+    lines = str(error).strip().splitlines()
+    return {"rank": dist.get_rank() if dist.is_initialized() else 0,
+            "status": 2 if isinstance(error, UserError) else 1,
+            "message": f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "), "time": time.time()}
+
+
+def announce_failure(record: dict) -> None:
+    """Leave this rank's failure_record where the other ranks can read it (`announced_failure`)."""
+    if not dist.is_initialized():
+        return
+    try:
+        dist.distributed_c10d._get_default_store().set(FAILURE_KEY.format(record["rank"]), json.dumps(record))
+    except Exception:   # noqa: BLE001 - the store went with its host: torchrun's summary still names the rank
+        pass
+
+
+def announced_failure(wait_s: float = FAILURE_WAIT_S) -> Optional[dict]:
+    """Another rank's failure_record, waiting up to `wait_s` for one; None when no rank left one (a
+    rank killed by a signal says nothing)."""
+    if not dist.is_initialized():
+        return None
+    others = [FAILURE_KEY.format(r) for r in range(dist.get_world_size()) if r != dist.get_rank()]
+    deadline = time.time() + wait_s
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        while True:
+            found = [key for key in others if store.check([key])]
+            if found or time.time() >= deadline:
+                return json.loads(store.get(found[0])) if found else None
+            time.sleep(0.05)
+    except Exception:   # noqa: BLE001 - no store to ask: the caller says only that a peer failed
+        return None

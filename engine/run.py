@@ -22,12 +22,14 @@ from data.imbalance import class_counts
 from data.samplers import RankSlice, build_sampler
 from engine.branch import check_own_folder, prepare_branch, start_branch, threshold_checkpoint_due, write_branch_record
 from engine.checkpoint import (CHECKPOINT_FORMAT, code_version, find_resume_checkpoint, load_checkpoint,
-                               load_model_weights, save_checkpoint)
+                               load_model_weights, save_checkpoint, stored_config)
 from engine.config import config_differences, config_to_dict, flatten, save_config
+from engine.continuation import continuation_conflicts
 from engine.diagnostics import log_extras, test_per_class
-from engine.distributed import DistributedContext, barrier, broadcast_flag, gather_lists, init_distributed, shutdown
+from engine.distributed import (DistributedContext, announce_failure, announced_failure, barrier, broadcast_flag,
+                                failure_record, gather_lists, init_distributed, shutdown)
 from engine.evaluation import EvaluationReport, Evaluator, build_eval_loader
-from engine.exits import PeerStopped, lost_a_peer
+from engine.exits import PeerStopped, finish_ending, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
 from engine.run_folder import (METRICS_FILE, THRESHOLD_CHECKPOINT, RunFolderLock, append_record, check_ownership,
                                check_unchanged, drop_torn_tail, folder_state, last_finished_epoch, remove_run_files)
@@ -191,23 +193,35 @@ def save(run: Run, name: str, epoch: int, step: int, best: dict, record: Optiona
         save_checkpoint(checkpoint_state(run, epoch, step, best, record), os.path.join(run.cfg.output_dir, name))
 
 
-def restore(path: str, run: Run):
-    """Load a checkpoint into the run; every rank reads the same file. Returns (epoch, step, best,
-    the state)."""
+def check_resumable(path: str, state: dict, cfg) -> None:
+    """Before anything is built: the config may differ from the checkpoint's only where its change
+    has not acted yet (engine/continuation.py), else the run would go on as another run while
+    config.yaml claimed the new values for all of it. An allowed change is logged."""
+    stored_config(state, path)          # a key of another code version: named with the file, here
+    epochs = state["epoch"] + (1 if state["step"] else 0)     # mid-epoch: that epoch has begun
+    conflicts = continuation_conflicts(state["config"], config_to_dict(cfg), epochs)
+    if conflicts:
+        raise UserError(f"cannot resume {path} with this config: it differs from the run's in what acted in its "
+                        f"{epochs} epoch(s) so far: {'; '.join(conflicts)}. Resume with the run's own values (its "
+                        f"config.yaml), or train the new config into another output_dir=<path>")
+    changed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in
+               config_differences(state["config"], config_to_dict(cfg)).items()]
+    if changed:  # allowed (more epochs, where and how fast it runs), but never silent
+        log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
+
+
+def restore(path: str, state: dict, run: Run):
+    """Load the checkpoint `state` (read from `path` by every rank) into the run. Returns (epoch,
+    step, best)."""
     cfg = run.cfg
-    state = load_checkpoint(path)
     describe = f"backbone {cfg.model.backbone}, RSG {'on' if cfg.rsg.enabled else 'off'}"
     load_model_weights(run.model, state["model"], path, describe)
     check_same_parent(cfg, state, path)
     if run.optimizer is not None:
         run.optimizer.load_state_dict(state["optimizer"])
     run.precision.load_state_dict(state.get("scaler", {}))
-    changed = [f"{key} ({old!r} -> {new!r})" for key, (old, new) in
-               config_differences(state["config"], config_to_dict(cfg)).items()]
-    if changed:  # allowed (e.g. more epochs), but never silent
-        log.warning("resuming with a config that differs from the checkpoint's in: %s", ", ".join(changed))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
-    return state["epoch"], state["step"], stored_best(cfg.output_dir, state), state
+    return state["epoch"], state["step"], stored_best(cfg.output_dir, state)
 
 
 def stored_best(output_dir: str, state: dict) -> dict:
@@ -296,6 +310,7 @@ class Start:
     step: int = 0
     best: dict = field(default_factory=lambda: {"top1": -1.0, "epoch": -1})
     pending: Optional[dict] = None     # the epoch record last.pt holds, when metrics.jsonl lacks it
+    saved_record: Optional[dict] = None   # the epoch record of the checkpoint resumed from
     parent: Optional[object] = None    # --branch-from: the run this one branches from (engine/branch.py)
 
 
@@ -303,14 +318,14 @@ def open_run(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devi
              branch_from=None):
     """(run, start) built and restored on every rank, the folder claimed by rank 0; (None, None)
     when the run in the folder is finished already."""
-    run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock, branch_from),
-                                     device)
+    run, start = agreed_across_ranks(lambda: prepare(cfg, resume, overwrite, ctx, device, lock, branch_from))
+    start.pending = pending_on_every_rank(start.pending, start.saved_record, device)
     if start.epoch >= cfg.train.epochs and not start.pending:
         log.info("the run in %s is finished: %d of %d epochs trained, nothing to do (raise train.epochs to "
                  "train it further)", cfg.output_dir, start.epoch, cfg.train.epochs)
         return None, None
     # rank 0 takes the folder once every rank has built the run
-    agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite, start.parent) if ctx.is_main else None, device)
+    agreed_across_ranks(lambda: claim(cfg, lock, resume, overwrite, start.parent) if ctx.is_main else None)
     if ctx.is_main:
         run.metrics_log = MetricsLog(cfg.output_dir, len(run.train_loader))
     if start.epoch < cfg.train.epochs and cfg.stage.name != "tau_norm":
@@ -340,7 +355,10 @@ def ending_reported(run: Run):
     try:
         yield
     except Exception as error:
-        ending = ending_error(error, run.cfg)
+        finish_ending()
+        ending = ending_error(error, run)
+        if not isinstance(ending, PeerStopped):   # before this rank's exit breaks the others' collectives
+            announce_failure(failure_record(ending))
         log_ending(ending, error)
         if ending is error:
             raise
@@ -359,26 +377,32 @@ def log_ending(ending: Exception, original: Exception) -> None:
     error is not one the user can read and fix."""
     if isinstance(ending, UserError):
         log_to_file_only(f"error: {ending}")
-    elif lost_a_peer(ending):
-        log_to_file_only(f"stopped because another rank failed ({str(ending).splitlines()[0][:200]})")
+    elif isinstance(ending, PeerStopped):
+        log_to_file_only(str(ending))
     else:
         log_to_file_only(f"the run ended with {type(ending).__name__}: {ending}",
                          exc_info=(type(original), original, original.__traceback__))
 
 
-def agreed_across_ranks(prepare_run, device):
-    """Run `prepare_run` on every rank; if it fails on any rank, every rank stops: the failing
-    ranks with their error, the others with PeerStopped (no second error message per rank)."""
+def agreed_across_ranks(prepare_run):
+    """Run `prepare_run` on every rank; if it fails on any rank, every rank stops: the first failing
+    rank with its error, and every rank with another error with its own; the others with
+    PeerStopped, silently, so that an error every rank meets is printed once. `prepare_run` must
+    use no collective: a rank that failed skips it, and the ranks' collectives would pair wrongly."""
     error = None
     try:
         result = prepare_run()
     except Exception as caught:   # noqa: BLE001 - re-raised below, after the ranks agree
         error = caught
-    if broadcast_flag(error is not None, device):
-        if error is not None:
-            raise error
-        raise PeerStopped("another rank failed while the run was being prepared")
-    return result
+    own = failure_record(error) if error is not None else None
+    failures = gather_lists([own] if own else [])      # every rank's, in rank order
+    if not failures:
+        return result
+    finish_ending()
+    first = failures[0]
+    if own is not None and (own["rank"] == first["rank"] or own["message"] != first["message"]):
+        raise error
+    raise PeerStopped(first)
 
 
 def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.device, lock: RunFolderLock,
@@ -402,18 +426,21 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
                     "rsg.enabled=false", cfg.rsg.threshold_epoch, cfg.train.epochs, cfg.train.epochs - 1)
     parent_state = record_parent(cfg) if cfg.stage.name != "none" else None   # config.yaml records it
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)
+    state = load_checkpoint(resume_path) if resume_path else None
+    if state is not None:
+        check_resumable(resume_path, state, cfg)
     branch = prepare_branch(branch_from, cfg) if branch_from and not resume_path else None   # a resumed branch: its own last.pt
     run = build_run(cfg, ctx, device, resuming=bool(resume_path or branch), parent_state=parent_state)
     start = Start()
     if resume_path:
-        start.epoch, start.step, start.best, state = restore(resume_path, run)
+        start.epoch, start.step, start.best = restore(resume_path, state, run)
         start.pending = pending_record(state, cfg.output_dir) if ctx.is_main else None
     elif branch:
         start.epoch, start.step, start.best = start_branch(run, branch)
         start.parent = branch
     elif resume == "auto":
         log.info("no checkpoint in %s: starting from scratch", cfg.output_dir)
-    start.pending = pending_on_every_rank(start.pending, state if resume_path else None, device)
+    start.saved_record = state.get("record") if state is not None else None
     return run, start
 
 
@@ -450,13 +477,13 @@ def pending_record(state: dict, output_dir: str) -> Optional[dict]:
     return record if done is None or done < record["epoch"] else None
 
 
-def pending_on_every_rank(pending: Optional[dict], state: Optional[dict], device) -> Optional[dict]:
+def pending_on_every_rank(pending: Optional[dict], saved_record: Optional[dict], device) -> Optional[dict]:
     """Rank 0 reads metrics.jsonl; the other ranks learn from it whether to complete an epoch
     (they evaluate too) and take the record from their own copy of the checkpoint."""
     if not torch.distributed.is_initialized():
         return pending
     if broadcast_flag(pending is not None, device):
-        return pending if pending is not None else state["record"]
+        return pending if pending is not None else saved_record
     return None
 
 
@@ -482,16 +509,22 @@ def last_checkpoint_words(cfg) -> str:
     return f"the last good checkpoint is {path}; continue with --resume auto"
 
 
-def ending_error(error: Exception, cfg) -> Exception:
+def ending_error(error: Exception, run: Run) -> Exception:
     """The error a run ends with, in the user's words: a non-finite loss or a failed write becomes
-    a UserError naming what to do; anything else is unchanged."""
+    a UserError naming what to do; a peer lost mid-collective, PeerStopped with that rank's word
+    (engine/distributed.py); anything else is unchanged."""
+    cfg = run.cfg
     if isinstance(error, NonFiniteLoss):
         saved = last_checkpoint_words(cfg).replace("; continue with --resume auto", "")
-        return UserError(f"{error}; stopped without saving; {saved} (lower optim.lr, or check the data)")
+        ending = UserError(f"{error}; stopped without saving; {saved} (lower optim.lr, or check the data)")
+        # every rank saw the same all-reduced loss and stops alike: rank 0 says so for all
+        return ending if run.ctx.is_main else PeerStopped({**failure_record(ending), "rank": 0})
     if isinstance(error, OSError):
         where = error.filename or cfg.output_dir
         return UserError(f"cannot write {where}: {error.strerror or error}; {last_checkpoint_words(cfg)} "
                          f"once the disk has space (or choose another output_dir)")
+    if torch.distributed.is_initialized() and lost_a_peer(error) and not isinstance(error, PeerStopped):
+        return PeerStopped(announced_failure(), detail=str(error).splitlines()[0][:200])
     return error
 
 

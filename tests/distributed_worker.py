@@ -8,6 +8,7 @@ MODE step: one training step on the first global batch of a model without batch-
 MODE skipped: each rank "replaced" one unreadable image (data.skip_corrupt); rank 0 reports both.
 MODE fail: a normal fit() whose loss raises on rank 1 in epoch 1, through the entry points'
            error reporting (engine.exits.reports_user_errors), as train.py runs it.
+MODE user_fail: the same with a UserError.
 """
 
 import os
@@ -16,6 +17,7 @@ import sys
 import torch
 
 import engine.run as engine_run
+from core.errors import UserError
 from engine.config import load_config
 from engine.distributed import init_distributed, shutdown
 from engine.evaluation import build_eval_loader, predict
@@ -75,9 +77,10 @@ def report_skipped(cfg):
 
 
 class FailsOnRank1(torch.nn.Module):
-    """The configured loss, except that rank 1 raises once epoch 1 has started."""
+    """The configured loss, except that rank 1 raises `error` once epoch 1 has started."""
 
     epoch = 0
+    error = RuntimeError("injected failure on rank 1")
 
     def __init__(self, criterion):
         super().__init__()
@@ -85,7 +88,7 @@ class FailsOnRank1(torch.nn.Module):
 
     def forward(self, logits, targets, weights=None):
         if os.environ.get("RANK") == "1" and FailsOnRank1.epoch >= 1:
-            raise RuntimeError("injected failure on rank 1")
+            raise FailsOnRank1.error
         return self.criterion(logits, targets, weights)
 
 
@@ -112,4 +115,6 @@ if __name__ == "__main__":
     elif mode == "skipped":
         report_skipped(config)
     else:
+        if mode == "user_fail":        # a mistake the user can fix (an unreadable image, say)
+            FailsOnRank1.error = UserError("injected user error on rank 1")
         sys.exit(fail_on_rank_1(config))

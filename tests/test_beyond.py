@@ -321,6 +321,33 @@ def test_a_stage_in_its_parents_folder_is_refused(first_stage, tmp_path):
         record_parent(cfg)
 
 
+@pytest.mark.parametrize("override, key", [
+    ("data.subset=ldam_drw", "data.subset"),                 # other images of each class, the same counts
+    ("data.subset_seed=4", "data.subset"),                   # first with a seed: the seeded pick
+    ("data.name=cifar10", "data.name"),                      # another dataset with as many images per class
+    ("data.root=/elsewhere", "data.root"),
+    ("data.profile=step", "data.profile"),
+    ("data.imbalance_ratio=20", "data.imbalance_ratio"),
+])
+def test_a_classifier_stage_refuses_a_parent_trained_on_other_data(override, key, tmp_path):
+    """The parent's training set, not only its class counts, must be the stage's: one line naming the key."""
+    from engine.stage import check_compatible
+
+    parent_config = tiny_config_dict(tmp_path / "parent", loss={"name": "ce", "reweight": "none"},
+                                     data={"root": str(tmp_path / "data")})
+    parent_state = {"config": parent_config, "class_counts": TINY_COUNTS}
+    stage = {"loss": {"name": "ce", "reweight": "none"}, "rsg": {"enabled": False},
+             "stage": {"name": "crt", "parent": "parent/last.pt"}, "data": {"sampler": "class_balanced"}}
+    same = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage),
+                            [f"data.root={os.path.relpath(parent_config['data']['root'])}", "data.num_workers=2"])
+    check_compatible(same, parent_state, TINY_COUNTS)         # the same data, found another way: accepted
+    other = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), [override])
+    with pytest.raises(UserError) as refused:
+        check_compatible(other, parent_state, TINY_COUNTS)   # the counts agree: only the data differs
+    message = str(refused.value)
+    assert "\n" not in message and "stage.parent" in message and key in message, message
+
+
 def entry_point(main, capsys, *args) -> str:
     """train.main / eval.main in this process (no interpreter start-up): exit 0, their stdout."""
     assert main(list(args)) == 0, capsys.readouterr().err

@@ -347,3 +347,27 @@ def test_load_cifar_download_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_network)
     with pytest.raises(UserError, match=r"could not download .*cifar-100-python"):
         load_cifar(str(tmp_path), "cifar100", train=False, download=True)
+
+
+# ---------------------------------------------------------------- every class keeps a training image
+
+@pytest.mark.parametrize("name", ["cifar10", pytest.param("digits", marks=pytest.mark.slow), "image_folder"])
+def test_an_imbalance_that_leaves_a_class_without_images_is_refused_naming_it(name, tiny_cifar_root, tmp_path):
+    """n_max 40 (3 for the image folder) at rho 1000 leaves int(n_max / rho^(i / (C - 1))) images
+    to class i: 0 from class 5 of 10 on (class 1 of 2)."""
+    from data.builder import build_datasets
+    from engine.config import DataConfig
+
+    data_cfg = DataConfig(name=name, root=tiny_cifar_root, imbalance_ratio=1000.0, max_per_class=40,
+                          image_size=32 if name == "cifar10" else 16)
+    if name == "image_folder":
+        for split in ("train", "test"):
+            _make_image_tree(tmp_path / split, {"ant": ["a.png", "b.png", "c.png"], "bee": ["a.png", "b.png", "c.png"]})
+        data_cfg.root, data_cfg.max_per_class = str(tmp_path), 3
+    with pytest.raises(UserError) as refused:
+        build_datasets(data_cfg)
+    message = str(refused.value)
+    assert "\n" not in message and "data.imbalance_ratio" in message and "data.max_per_class" in message
+    empty = "1 of 2 classes have no training image (classes 1 'bee')" if name == "image_folder" else \
+        "5 of 10 classes have no training image (classes 5 "
+    assert empty in message, message

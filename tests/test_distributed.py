@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,52 @@ def test_a_failure_on_one_rank_ends_the_job_with_its_error_and_keeps_the_checkpo
     assert "[rank0]: Traceback" not in result.stderr                     # rank 0 only lost its peer
     state = load_checkpoint(str(output / "last.pt"))     # epoch 0's checkpoint, intact
     assert (state["epoch"], state["step"]) == (1, 0)
+
+
+def our_lines(stderr: str) -> list:
+    """The lines the ranks printed beside their logs: torchrun's own (its log lines, its summary, the
+    launcher's ChildFailedError traceback) set aside."""
+    summary = stderr.find("Traceback (most recent call last)")
+    ours = stderr[:summary] if summary >= 0 else stderr
+    return [line for line in ours.splitlines()
+            if line.strip() and not re.match(r"[EWI]\d{4} |\d\d:\d\d:\d\d ", line)]   # torchrun's log, rank 0's log
+
+
+def summary_failures(stderr: str) -> list:
+    """(rank, exit status, message) of each failure in torchrun's summary."""
+    return re.findall(r"rank      : (\d+) .*?\n  exitcode  : (-?\d+) .*?\n.*?\n  traceback : (.*)", stderr)
+
+
+@pytest.mark.parametrize("override", ["train.epochs=0", "data.batch_size=33"])   # refused at load; once the ranks met
+def test_a_user_error_under_torchrun_is_one_line_and_exit_status_2(tmp_path, override):
+    path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run"))
+    result = torchrun(os.path.join(ROOT, "train.py"), "--config", path, override)
+    assert result.returncode != 0                        # torchrun's own status: 1 whatever its workers' are
+    lines = our_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: key"), result.stderr[-3000:]
+    assert result.stderr.count("Traceback (most recent call last)") == 1     # the launcher's; no rank's
+    failures = summary_failures(result.stderr)
+    assert {rank for rank, _, _ in failures} <= {"0", "1"} and failures, result.stderr[-3000:]
+    # The rank that printed exits 2; so does the other, unless torchrun's agent stopped it (SIGTERM,
+    # -15) while it was still starting: the agent stops every rank as soon as one has exited.
+    assert "2" in [status for _, status, _ in failures] and {s for _, s, _ in failures} <= {"2", "-15"}, failures
+    assert all("key" in message for _, status, message in failures if status == "2"), failures
+
+
+def test_a_user_error_on_one_rank_is_one_line_and_rank_0s_log_says_which_and_why(tmp_path):
+    output = tmp_path / "run"
+    path = write_config(tmp_path / "fail.yaml", tiny_config_dict(output, train={"epochs": 3}))
+    result = torchrun(WORKER, "user_fail", path, tmp_path)
+    assert result.returncode != 0
+    assert our_lines(result.stderr) == ["error: injected user error on rank 1"], result.stderr[-3000:]
+    failures = summary_failures(result.stderr)
+    root_cause = result.stderr[result.stderr.index("Root Cause"):]
+    assert "rank      : 1" in root_cause and "injected user error on rank 1" in root_cause
+    assert all(status == "2" for _, status, _ in failures), failures
+    with open(output / "train.log") as f:
+        ending = f.read().splitlines()[-1]
+    assert "rank 1 failed" in ending and "injected user error on rank 1" in ending, ending
+    assert "Connection closed by peer" not in ending
 
 
 def test_images_skipped_on_every_rank_are_reported_together(tmp_path):

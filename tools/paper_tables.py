@@ -40,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 
 from core.errors import UserError
 from engine.config import load_config
+from engine.continuation import finished_run_conflicts
 from engine.exits import reports_user_errors
 from engine.run_folder import TEST_TABLE, last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
@@ -356,6 +357,7 @@ class Job:
     train: Optional[list] = None      # train.py command; None once training is finished
     evaluate: Optional[list] = None   # eval.py command (large scale); None when not needed or done
     notes: list = field(default_factory=list)
+    differs: list = field(default_factory=list)   # how the finished run differs from the request
 
     @property
     def done(self) -> bool:
@@ -404,7 +406,9 @@ def plan_job(table: Table, config: str, seed: int, output_root: str, gpus: int, 
         run_overrides.insert(2, f"stage.parent={os.path.join(run_dir(output_root, parent, seed), 'last.pt')}")
     cfg = load_config(os.path.join(ROOT, config), run_overrides)   # checks the config and the overrides now
     job = Job(config, seed, folder, cfg.train.epochs)
-    if not run_finished(folder, cfg.train.epochs):
+    if run_finished(folder, cfg.train.epochs):
+        job.differs = finished_run_conflicts(folder, cfg)
+    else:
         job.train = [*train_launcher(gpus), "--config", config, "--resume", "auto", *run_overrides]
         if os.path.isfile(os.path.join(folder, "last.pt")):
             job.notes.append(f"resumes after epoch {last_finished_epoch(folder)}")
@@ -420,7 +424,21 @@ def plan(table: Table, seeds, output_root: str = "runs", gpus: int = 1, override
     if not configs:
         raise UserError(f"--cells {cells!r} matches no config of Table {table.number}")
     configs = parents_first(configs, table.parents())
-    return [plan_job(table, config, seed, output_root, gpus, list(overrides)) for config in configs for seed in seeds]
+    jobs = [plan_job(table, config, seed, output_root, gpus, list(overrides)) for config in configs for seed in seeds]
+    refuse_differing_runs({job.folder: job.differs for job in jobs if job.differs})
+    return jobs
+
+
+def refuse_differing_runs(differing: dict) -> None:
+    """{folder: its conflicts} of finished runs that are not the requested config's (they trained
+    with other values): refused before anything runs, else the rerun would report them done."""
+    if not differing:
+        return
+    shown = "; ".join(f"{folder}: {', '.join(conflicts)}" for folder, conflicts in list(differing.items())[:3])
+    more = f"; and {len(differing) - 3} more" if len(differing) > 3 else ""
+    raise UserError(f"{len(differing)} finished run(s) differ from the requested config, so their results are not "
+                    f"its: {shown}{more}. Train the request under another --output-root, or remove those folders "
+                    f"to train them again")
 
 
 def parents_first(configs: list[str], parents: dict) -> list[str]:

@@ -34,9 +34,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 from core.errors import UserError
 from engine.branch import branch_conflicts
 from engine.config import config_to_dict, load_config
+from engine.continuation import finished_run_conflicts
 from engine.exits import reports_user_errors
 from engine.run_folder import run_finished
-from tools.paper_tables import check_overrides, from_caller, parse_seeds, roots_and_overrides, run_dir, train_launcher
+from tools.paper_tables import (check_overrides, from_caller, parse_seeds, refuse_differing_runs, roots_and_overrides,
+                                run_dir, train_launcher)
 
 SHARED_STAGE_SUFFIX = ".shared_stage"   # the name of a shared first stage (scripts/collect_results.py skips it)
 BRANCHES = ("without_rsg", "with_rsg")
@@ -78,24 +80,29 @@ def check_pair(with_config: str, without_config: str, overrides: list) -> int:
 
 def pair_commands(with_config: str, without_config: str, seed: int, output_root: str, overrides: list,
                   gpus: int = 1) -> list:
-    """The train.py commands still to run for one seed, in order (shared stage, w/o, w/)."""
+    """The train.py commands still to run for one seed, in order (shared stage, w/o, w/); a finished
+    stage that differs from the requested config is refused (engine/continuation.py)."""
     threshold = check_pair(with_config, without_config, overrides)
     cfg = load_config(os.path.join(ROOT, with_config), overrides)
     folders = pair_folders(output_root, with_config, seed)
-    shared_checkpoint = os.path.join(folders["shared"], "threshold.pt")
-    train = train_launcher(gpus)
-    commands = []
-    if not run_finished(folders["shared"], threshold):
-        # The stage's own keys after the user's, which come last everywhere else: the shared stage
-        # stops at T_th whatever train.epochs says (that is the branches' length).
-        commands.append(train + ["--config", with_config, "--resume", "auto", f"train.seed={seed}",
-                                 f"output_dir={folders['shared']}", *overrides, f"train.epochs={threshold}",
-                                 f"name={cfg.name}{SHARED_STAGE_SUFFIX}"])
+    branch_from = ["--branch-from", os.path.join(folders["shared"], "threshold.pt")]
     without_extra = ["rsg.enabled=false"] if without_config == with_config else []
-    for branch, config, extra in (("without_rsg", without_config, without_extra), ("with_rsg", with_config, [])):
-        if not run_finished(folders[branch], cfg.train.epochs):
-            commands.append(train + ["--config", config, "--resume", "auto", "--branch-from", shared_checkpoint,
-                                     f"train.seed={seed}", f"output_dir={folders[branch]}", *extra, *overrides])
+    # The shared stage's own keys after the user's, which come last everywhere else: it stops at
+    # T_th whatever train.epochs says (that is the branches' length).
+    shared_last = [f"train.epochs={threshold}", f"name={cfg.name}{SHARED_STAGE_SUFFIX}"]
+    stages = [("shared", with_config, [], [], shared_last, threshold),
+              ("without_rsg", without_config, branch_from, without_extra, [], cfg.train.epochs),
+              ("with_rsg", with_config, branch_from, [], [], cfg.train.epochs)]
+    commands, differing = [], {}
+    for stage, config, options, first, last, epochs in stages:
+        run_overrides = [f"train.seed={seed}", f"output_dir={folders[stage]}", *first, *overrides, *last]
+        if not run_finished(folders[stage], epochs):
+            commands.append(train_launcher(gpus) + ["--config", config, "--resume", "auto", *options, *run_overrides])
+            continue
+        conflicts = finished_run_conflicts(folders[stage], load_config(os.path.join(ROOT, config), run_overrides))
+        if conflicts:
+            differing[folders[stage]] = conflicts
+    refuse_differing_runs(differing)
     return commands
 
 
