@@ -23,7 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from core.errors import UserError
-from data.builder import DATASETS
+from data.registry import DATASETS
 from data.samplers import SAMPLERS
 from data.transforms import TRANSFORM_PRESETS
 from losses import LOSSES
