@@ -87,7 +87,7 @@ def test_a_key_has_one_default_and_type_whoever_declares_it():
     registry = Registry("thing", "thing.name")
     registry.register("a", settings={"width": Setting(1.0, "a's width")})(object)
     registry.register("b", settings={"width": Setting(1.0, "b's width")})(object)
-    with pytest.raises(ValueError, match="declares setting 'width' as float 2.0, but thing 'a' declares it as float 1.0"):
+    with pytest.raises(ValueError, match="'width' as float 2.0, but thing 'a' declares it as float 1.0"):
         registry.register("c", settings={"width": Setting(2.0, "c's width")})(object)
     with pytest.raises(ValueError, match="the default -1 of setting 'depth' must be >= 0"):
         registry.register("d", settings={"depth": Setting(-1, "", lambda d: d >= 0, "must be >= 0")})(object)

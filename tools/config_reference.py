@@ -65,6 +65,10 @@ def registry_link(key: str) -> str:
     return f"see [{key}](#{key.replace('.', '')})"
 
 
+def row(key: str, default, meaning: str, valid: str) -> str:
+    return f"| `{key}` | `{value_text(default)}` | {cell(meaning)} | {cell(valid)} |"
+
+
 def key_rows(cls, prefix: str) -> list[str]:
     """One table row per key of the section `cls`; a loss's settings stand where its section holds them."""
     comments, defaults, rows = field_comments(cls), cls(), []
@@ -79,7 +83,7 @@ def key_rows(cls, prefix: str) -> list[str]:
         else:
             valid = ", ".join(f.metadata.get("choices", ()))
         meaning = f.metadata.get("help") or comments.get(f.name, "")
-        rows.append(f"| `{prefix}{f.name}` | `{value_text(getattr(defaults, f.name))}` | {cell(meaning)} | {cell(valid)} |")
+        rows.append(row(prefix + f.name, getattr(defaults, f.name), meaning, valid))
     return rows
 
 
@@ -90,15 +94,15 @@ def setting_rows(declared: dict, prefix: str) -> list[str]:
         default = next(iter(by_name.values())).default
         meaning = "; ".join(f"{name}: {setting.help}" for name, setting in by_name.items())
         requirements = sorted({setting.requirement for setting in by_name.values() if setting.requirement})
-        rows.append(f"| `{prefix}{key}` | `{value_text(default)}` | {cell(meaning)} | {cell(', '.join(requirements))} |")
+        rows.append(row(prefix + key, default, meaning, ", ".join(requirements)))
     return rows
 
 
 def sections() -> list[tuple[str, type]]:
     """(prefix, dataclass) of the top level and of each section, in the config's order."""
     hints = typing.get_type_hints(Config)
-    nested = [(f"{f.name}.", hints[f.name]) for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])]
-    return [("", Config)] + nested
+    names = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])]
+    return [("", Config)] + [(f"{name}.", hints[name]) for name in names]
 
 
 def keys_part() -> list[str]:
