@@ -3,22 +3,16 @@
 CIFAR, digits and image folders have a train and a test split; the training set is made
 imbalanced by `data.profile`. Split lists (ImageNet-LT, Places-LT, iNaturalist 2018, split_list)
 have train, val and test lists and come imbalanced (`data.profile: none`); `data.eval_split`
-(or eval.py --split) picks the list that is evaluated.
+(or eval.py --split) picks the list that is evaluated. Each dataset registers beside its reader
+(data/registry.py); this module only calls the one `data.name` names.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
-from core.errors import UserError
-from data import split_lists  # noqa: F401  (registers the split-list datasets)
-from data.cifar import load_cifar
-from data.datasets import ArrayDataset, FileDataset
-from data.digits import load_digits_split
-from data.image_folder import check_same_classes, class_folders, scan_image_folder
 from data.imbalance import check_every_class_trained, class_counts, imbalanced_counts, select_subset
-from data.registry import DATASETS
+from data.registry import DATASETS, LabelledDataset
 from data.transforms import preset_eval_transform, preset_train_transform
 
 
@@ -32,56 +26,7 @@ def _transforms(data_cfg):
     return train, evaluation
 
 
-def _only_test(data_cfg, split: str) -> None:
-    if split != "test":
-        raise UserError(f"the {split} split was asked for, but data.name {data_cfg.name} has only train and test "
-                        f"splits; use the test split (data.eval_split=test, eval.py --split test)")
-
-
-@DATASETS.register("cifar10", in_memory=True, max_per_class=5000)
-@DATASETS.register("cifar100", in_memory=True, max_per_class=500)
-def load_cifar_splits(data_cfg, split, train_tf, test_tf, with_train=True):
-    _only_test(data_cfg, split)
-    if data_cfg.image_size != 32:
-        raise UserError(f"key 'data.image_size' is {data_cfg.image_size}; CIFAR images are 32 x 32")
-    test_images, test_targets, classes = load_cifar(data_cfg.root, data_cfg.name, False, data_cfg.download)
-    test = ArrayDataset(test_images, test_targets, test_tf, classes)
-    if not with_train:
-        return None, test
-    images, targets, _ = load_cifar(data_cfg.root, data_cfg.name, True, data_cfg.download)
-    return ArrayDataset(images, targets, train_tf, classes), test
-
-
-@DATASETS.register("digits", in_memory=True, max_per_class=140)
-def load_digits_splits(data_cfg, split, train_tf, test_tf, with_train=True):
-    _only_test(data_cfg, split)
-    test_images, test_targets, classes = load_digits_split(False, data_cfg.image_size)
-    test = ArrayDataset(test_images, test_targets, test_tf, classes)
-    if not with_train:
-        return None, test
-    images, targets, _ = load_digits_split(True, data_cfg.image_size)
-    return ArrayDataset(images, targets, train_tf, classes), test
-
-
-@DATASETS.register("image_folder")
-def load_image_folder_splits(data_cfg, split, train_tf, test_tf, with_train=True):
-    _only_test(data_cfg, split)
-    test_paths, test_targets, test_classes = scan_image_folder(os.path.join(data_cfg.root, "test"))
-    files = dict(decoder=data_cfg.decoder, skip_corrupt=data_cfg.skip_corrupt)
-    if not with_train:
-        # Labels are positions among the sorted class folders: a test folder whose names differ from
-        # train's would shift them silently. Only the names are read (no image of train/ is listed).
-        train_root = os.path.join(data_cfg.root, "train")
-        if os.path.isdir(train_root):
-            check_same_classes(class_folders(train_root), test_classes, data_cfg.root)
-        return None, FileDataset(test_paths, test_targets, test_tf, test_classes, **files)
-    paths, targets, classes = scan_image_folder(os.path.join(data_cfg.root, "train"))
-    check_same_classes(classes, test_classes, data_cfg.root)
-    return (FileDataset(paths, targets, train_tf, classes, **files),
-            FileDataset(test_paths, test_targets, test_tf, classes, **files))
-
-
-def build_datasets(data_cfg, eval_split: Optional[str] = None):
+def build_datasets(data_cfg, eval_split: Optional[str] = None) -> tuple[LabelledDataset, LabelledDataset]:
     """(train, evaluation): train is made imbalanced by data.profile (unless `none`); evaluation is
     the `eval_split` split (default data.eval_split), whole."""
     split = eval_split or data_cfg.eval_split
@@ -100,7 +45,7 @@ def build_datasets(data_cfg, eval_split: Optional[str] = None):
     return full_train.subset(indices), evaluation
 
 
-def build_eval_dataset(data_cfg, split: Optional[str] = None):
+def build_eval_dataset(data_cfg, split: Optional[str] = None) -> LabelledDataset:
     """The `split` split alone (default data.eval_split), whole, for evaluating a checkpoint: its
     training counts come from the checkpoint, so the training split is never loaded (CIFAR's
     training batches may be absent; a split list's training list is read only for the number of

@@ -9,11 +9,13 @@ Like torchvision, this unpickles the files: only point it at CIFAR files you tru
 import os
 import pickle
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from core.errors import UserError
+from data.datasets import ArrayDataset
+from data.registry import DATASETS, LabelledDataset, only_test_split
 
 IMAGE_SIDE = 32
 ROW_LENGTH = 3 * IMAGE_SIDE * IMAGE_SIDE  # one image: R plane, G plane, B plane of 32x32
@@ -182,3 +184,20 @@ def _check_label_range(targets: np.ndarray, classes: List[str], folder: str) -> 
     if targets.size and (targets.min() < 0 or targets.max() >= len(classes)):
         raise UserError(f"labels in {folder} range {targets.min()}..{targets.max()} but the meta file "
                         f"names {len(classes)} classes; replace the files with torchvision's originals")
+
+
+@DATASETS.register("cifar10", in_memory=True, max_per_class=5000,
+                   help="CIFAR-10: 10 classes of 32 x 32 images, 5000 per class in train, 1000 in test")
+@DATASETS.register("cifar100", in_memory=True, max_per_class=500,
+                   help="CIFAR-100: 100 classes of 32 x 32 images, 500 per class in train, 100 in test")
+def load_cifar_splits(data_cfg, split, train_tf, test_tf,
+                      with_train=True) -> tuple[Optional[LabelledDataset], LabelledDataset]:
+    only_test_split(data_cfg, split)
+    if data_cfg.image_size != 32:
+        raise UserError(f"key 'data.image_size' is {data_cfg.image_size}; CIFAR images are 32 x 32")
+    test_images, test_targets, classes = load_cifar(data_cfg.root, data_cfg.name, False, data_cfg.download)
+    test = ArrayDataset(test_images, test_targets, test_tf, classes)
+    if not with_train:
+        return None, test
+    images, targets, _ = load_cifar(data_cfg.root, data_cfg.name, True, data_cfg.download)
+    return ArrayDataset(images, targets, train_tf, classes), test

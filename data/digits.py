@@ -7,12 +7,14 @@ With the default test_per_class=30 the training pools of classes 0..9 hold
 148, 152, 147, 153, 151, 152, 151, 149, 144, 150 images (the smallest, class 8, has 144).
 """
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
 from core.errors import UserError
+from data.datasets import ArrayDataset
+from data.registry import DATASETS, LabelledDataset, only_test_split
 
 NUM_CLASSES = 10
 MAX_PIXEL_VALUE = 16  # load_digits stores intensities 0..16
@@ -75,3 +77,16 @@ def _resize_gray(image: np.ndarray, image_size: int) -> np.ndarray:
     """uint8 (8, 8) -> uint8 (S, S) with PIL bilinear interpolation."""
     resized = Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
+
+
+@DATASETS.register("digits", in_memory=True, max_per_class=140,
+                   help="scikit-learn's handwritten digits (embedded, no download): 10 classes, the quick start")
+def load_digits_splits(data_cfg, split, train_tf, test_tf,
+                       with_train=True) -> tuple[Optional[LabelledDataset], LabelledDataset]:
+    only_test_split(data_cfg, split)
+    test_images, test_targets, classes = load_digits_split(False, data_cfg.image_size)
+    test = ArrayDataset(test_images, test_targets, test_tf, classes)
+    if not with_train:
+        return None, test
+    images, targets, _ = load_digits_split(True, data_cfg.image_size)
+    return ArrayDataset(images, targets, train_tf, classes), test

@@ -5,9 +5,11 @@ Everything is sorted so that the class indices and sample order do not depend on
 """
 
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from core.errors import UserError
+from data.datasets import FileDataset
+from data.registry import DATASETS, LabelledDataset, only_test_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 EXPECTED_LAYOUT = "root/train/<class>/*.jpg and root/test/<class>/*.jpg"
@@ -73,3 +75,22 @@ def check_same_classes(train_classes: Sequence[str], test_classes: Sequence[str]
     only_test = sorted(test_set - train_set)
     raise UserError(f"train and test class folders differ under {root}: only in train {only_train}, "
                     f"only in test {only_test}; make root/train and root/test have the same class subfolders")
+
+
+@DATASETS.register("image_folder", help="a folder of images per class: root/train/<class>/* and root/test/<class>/*")
+def load_image_folder_splits(data_cfg, split, train_tf, test_tf,
+                             with_train=True) -> tuple[Optional[LabelledDataset], LabelledDataset]:
+    only_test_split(data_cfg, split)
+    test_paths, test_targets, test_classes = scan_image_folder(os.path.join(data_cfg.root, "test"))
+    files = dict(decoder=data_cfg.decoder, skip_corrupt=data_cfg.skip_corrupt)
+    if not with_train:
+        # Labels are positions among the sorted class folders: a test folder whose names differ from
+        # train's would shift them silently. Only the names are read (no image of train/ is listed).
+        train_root = os.path.join(data_cfg.root, "train")
+        if os.path.isdir(train_root):
+            check_same_classes(class_folders(train_root), test_classes, data_cfg.root)
+        return None, FileDataset(test_paths, test_targets, test_tf, test_classes, **files)
+    paths, targets, classes = scan_image_folder(os.path.join(data_cfg.root, "train"))
+    check_same_classes(classes, test_classes, data_cfg.root)
+    return (FileDataset(paths, targets, train_tf, classes, **files),
+            FileDataset(test_paths, test_targets, test_tf, classes, **files))

@@ -104,18 +104,21 @@ def class_uniform_weights(targets: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(1.0 / counts[class_of_sample.reshape(-1)].astype(np.float64))
 
 
-@SAMPLERS.register("shuffle")
+@SAMPLERS.register("shuffle", help="a fresh permutation each epoch")
 def build_shuffle_sampler(data_cfg, targets: Sequence[int], seed: int) -> EpochShuffleSampler:
     return EpochShuffleSampler(len(targets), seed)
 
 
-@SAMPLERS.register("drs")
+@SAMPLERS.register("drs", help="deferred re-sampling (Cao et al. 2019): the shuffle before data.resample_start, "
+                   "from it len(dataset) draws with replacement, each sample's probability proportional to "
+                   "the class-balanced weight of its class")
 def build_deferred_resampler(data_cfg, targets: Sequence[int], seed: int) -> DeferredResampler:
     weights = resampling_weights(targets, data_cfg.resample_beta)
     return DeferredResampler(weights, data_cfg.resample_start, seed)
 
 
-@SAMPLERS.register("class_balanced")
+@SAMPLERS.register("class_balanced", help="len(dataset) draws with replacement, every class with probability "
+                   "1 / C (cRT, LWS; Kang et al. 2020)")
 def build_class_balanced_sampler(data_cfg, targets: Sequence[int], seed: int) -> DeferredResampler:
     """len(dataset) draws with replacement per epoch from epoch 0; a pure function of (seed, epoch)."""
     return DeferredResampler(class_uniform_weights(targets), 0, seed)

@@ -281,7 +281,18 @@ def file_dataset(data_cfg, split: SplitList, transform, classes) -> FileDataset:
                        skip_corrupt=data_cfg.skip_corrupt, origin=split.origin)
 
 
-def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_transform, with_train=True):
+LISTS = "'path label' list files, paths relative to data.root"
+
+
+@DATASETS.register("imagenet_lt", split_lists=True, long_tailed=True,
+                   help=f"ImageNet-LT (Liu et al. 2019): 1000 classes, {LISTS}")
+@DATASETS.register("places_lt", split_lists=True, long_tailed=True,
+                   help=f"Places-LT (Liu et al. 2019): 365 classes, {LISTS}")
+@DATASETS.register("inat2018", split_lists=True, long_tailed=True,
+                   help=f"iNaturalist 2018: 8142 classes, {LISTS} or its train2018.json / val2018.json")
+@DATASETS.register("split_list", split_lists=True, help=f"any dataset given as {LISTS} (data.train_list ...)")
+def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_transform,
+                             with_train=True) -> tuple[Optional[FileDataset], FileDataset]:
     """(train, evaluation) FileDatasets of the lists; evaluation is the `eval_split` split.
     with_train=False: (None, evaluation), the training list read only for the classes."""
     if not with_train:
@@ -308,6 +319,3 @@ def load_evaluation_split(data_cfg, split_name: str, transform) -> FileDataset:
     check_root(evaluation, data_cfg.root, data_cfg.name)
     return file_dataset(data_cfg, evaluation, transform, classes)
 
-
-for _name in STANDARD_SPLITS:
-    DATASETS.register(_name, split_lists=True, long_tailed=_name != "split_list")(load_split_list_datasets)

@@ -4,11 +4,14 @@
 
 Every key is checked when the config is loaded: an unknown key, a wrong type or a value outside a
 field's choices raises `UserError` naming the key, the file it came from and what is allowed. The
-meaning of each key is the comment beside its default below (the README's key table mirrors it).
+meaning of each key is the help or the comment beside its default below; the valid names of a
+registered key (data.name, loss.name ...) and the settings of each loss are those registered
+(core/registry.py). docs/CONFIG.md lists them all, written by `python scripts/config_reference.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -20,7 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from core.errors import UserError
-from data.builder import DATASETS
+from data.registry import DATASETS
 from data.samplers import SAMPLERS
 from data.transforms import TRANSFORM_PRESETS
 from losses import LOSSES
@@ -41,17 +44,43 @@ def registered(default, help=""):
     return field(default=default, metadata={"registered": True, "help": help})
 
 
+def registered_settings(key: str):
+    """The field of a section that holds the settings declared by the builders of `key`'s registry
+    (`settings=` where each registers, core.registry.Setting): each is a key of the section like its
+    fields (loss.max_margin), in the field's place; all builders' settings are held, whichever `key`
+    names, so that a stored config rebuilds as it was written."""
+    return field(default_factory=lambda: setting_defaults(REGISTRIES[key]), metadata={"settings_of": key})
+
+
+def setting_defaults(registry) -> dict[str, Any]:
+    return {key: next(iter(declared.values())).default for key, declared in registry.declared_settings().items()}
+
+
+class HoldsSettings:
+    """A section with a `registered_settings` field reads its settings as attributes: cfg.loss.scale."""
+
+    def __getattr__(self, key: str):        # only when `key` is not a field
+        settings = self.__dict__.get("settings", {})
+        if key in settings:
+            return settings[key]
+        raise AttributeError(f"{type(self).__name__} has no key {key!r}")
+
+    def __setattr__(self, key: str, value) -> None:
+        if key != "settings" and key in self.__dict__.get("settings", {}):
+            self.settings[key] = value
+        else:
+            super().__setattr__(key, value)
+
+
 @dataclass
 class DataConfig:
-    name: str = registered("cifar10", "which dataset; image_folder reads root/train/<class>/* and root/test/<class>/*; "
-                       "imagenet_lt, places_lt, inat2018 and split_list read 'path label' list files "
-                       "(iNaturalist also its train2018.json / val2018.json) with paths relative to root")
+    name: str = registered("cifar10", "which dataset")
     root: str = "datasets"          # folder holding the dataset files (split lists: their paths' root)
     download: bool = False          # CIFAR only: download into root when the files are missing
     # Split lists, relative to root or absolute; "" = the dataset's standard file in root
     # (ImageNet_LT_train.txt, Places_LT_val.txt, iNaturalist18_train.txt or train2018.json, ...)
     train_list: str = ""
-    val_list: str = ""
+    val_list: str = ""              # the validation list (model selection with data.eval_split val)
     test_list: str = ""             # iNaturalist: its validation file (val is the test set)
     # Split lists: None = the dataset's own (1000, 365, 8142; split_list: inferred); 0 = inferred
     # from the training list (largest label + 1). Labels outside [0, num_classes) are refused.
@@ -88,16 +117,12 @@ class DataConfig:
     # An image file that does not decode: false = stop, naming it; true = use the next image of its
     # class instead and report the files at the end of each epoch and evaluation.
     skip_corrupt: bool = False
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
-    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])  # per channel (RGB), in [0, 1]
+    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])   # per channel: (x - mean) / std
     batch_size: int = 128           # global training batch (drop_last); torchrun: split evenly over ranks
-    eval_batch_size: int = 512
-    num_workers: int = 4
-    sampler: str = registered("shuffle", "training order: shuffle = a fresh permutation each epoch; drs = deferred "
-                          "re-sampling: the shuffle before resample_start, from it len(dataset) draws "
-                          "with replacement, each sample's probability proportional to the class-balanced "
-                          "weight of its class (Cao et al. 2019); class_balanced = len(dataset) draws with "
-                          "replacement, every class with probability 1 / C (cRT, LWS; Kang et al. 2020)")
+    eval_batch_size: int = 512      # evaluation batch
+    num_workers: int = 4            # DataLoader worker processes (data.loader standard)
+    sampler: str = registered("shuffle", "training order")
     resample_start: int = 160       # DRS: first epoch index of class-balanced re-sampling
     resample_beta: float = 0.9999   # DRS: effective-number beta of the re-sampling class weights
     loader: str = choice("standard", ["standard", "device"],
@@ -108,7 +133,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = registered("resnet32", "a registered backbone (models/backbones)")
+    backbone: str = registered("resnet32", "the network before the classifier (models/backbones)")
     classifier: str = choice("auto", ["auto", "linear", "cosine"],
                              "auto = cosine (normalized) when the loss is LDAM, else linear")
     pretrained: str = "none"        # none | torchvision (ImageNet IMAGENET1K_V1) | /path/to/torchvision_state_dict.pth
@@ -116,7 +141,7 @@ class ModelConfig:
 
 @dataclass
 class RSGConfig:
-    enabled: bool = True
+    enabled: bool = True            # false: the same network and recipe without RSG
     position: str = "default"       # stage whose input RSG transforms; default = the backbone's
     num_centers: int = 15           # K centers per class
     contrastive_channels: int = 256  # width of the contrastive module h
@@ -137,15 +162,11 @@ class RSGConfig:
 
 
 @dataclass
-class LossConfig:
-    name: str = registered("ldam", "classification loss L_cls: ce = cross-entropy (ERM), ldam, focal, am = "
-                       "additive-margin softmax (with reweight drw: M-DRW), logit_adjusted = CE of "
-                       "z + tau log(prior) (Menon et al. 2021), balanced_softmax = CE of z + log(n_c) "
-                       "(Ren et al. 2020)")
-    max_margin: float = 0.5         # LDAM: largest margin max_m; AM: the margin m of every class
-    scale: float = 30.0             # LDAM and AM: logit scale s
-    focal_gamma: float = 1.0        # focal: gamma of (1 - p_t)^gamma (1 in the authors' code)
-    logit_adjust_tau: float = 1.0   # logit_adjusted: tau of z + tau * log(prior), prior = n_c / n
+class LossConfig(HoldsSettings):
+    name: str = registered("ldam", "the classification loss L_cls")
+    # The keys each loss reads (loss.max_margin, loss.focal_gamma ...), declared where it registers
+    # (losses/, settings=); every loss's, whichever is selected: docs/CONFIG.md lists them.
+    settings: dict = registered_settings("loss.name")
     reweight: str = choice("drw", ["none", "drw", "cb"],
                            "class weights: none; drw = class-balanced from reweight_start (deferred "
                            "re-weighting); cb = class-balanced from epoch 0 (CB RW, CB Focal)")
@@ -155,12 +176,12 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = 0.1                 # SGD learning rate after the warm-up
+    momentum: float = 0.9           # SGD momentum
     weight_decay: float = 2e-4      # applied to every parameter, RSG's included
-    nesterov: bool = False
+    nesterov: bool = False          # Nesterov momentum
     warmup_epochs: int = 5          # linear warm-up: lr * (epoch + 1) / warmup_epochs
-    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    milestones: list[int] = field(default_factory=lambda: [160, 180])  # epoch indices of the lr steps
     decay: float = 0.01             # lr multiplied by this at each milestone (when milestone_decays is empty)
     milestone_decays: list[float] = field(default_factory=list)  # one factor per milestone, e.g. [0.1, 0.5]
     schedule: str = choice("step", ["step", "cosine"],
@@ -171,8 +192,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    seed: int = 0
+    epochs: int = 200               # number of epochs, indices 0 .. epochs - 1
+    seed: int = 0                   # every random stream derives from it and the epoch (core/seeds.py)
     deterministic: bool = False     # deterministic kernels (bit-exact resume on the CPU)
     device: str = "auto"            # auto = cuda when available, else cpu
     eval_every: int = 1             # evaluate every N epochs (and always at the last)
@@ -380,20 +401,58 @@ def _convert(value: Any, tp, where: str) -> Any:
     raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}")
 
 
+def _settings_field(cls) -> Optional[dataclasses.Field]:
+    """The `registered_settings` field of a section, if it has one."""
+    return next((f for f in dataclasses.fields(cls) if f.metadata.get("settings_of")), None)
+
+
+def declared_settings(cls) -> dict:
+    """{key: {builder name: Setting}} of the settings a section holds; {} for most sections."""
+    holder = _settings_field(cls)
+    if holder is None:
+        return {}
+    declared = REGISTRIES[holder.metadata["settings_of"]].declared_settings()
+    clash = sorted(set(declared) & set(_field_map(cls)))
+    if clash:   # a builder's mistake, raised where the config is read
+        raise ValueError(f"settings {clash} have the names of keys of {cls.__name__}; rename them")
+    return declared
+
+
+def section_keys(cls) -> list[str]:
+    """A section's keys in order: its fields, the settings field replaced by the settings it holds."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        keys += list(declared_settings(cls)) if f.metadata.get("settings_of") else [f.name]
+    return keys
+
+
+def _convert_setting(value: Any, declarations: dict, where: str) -> Any:
+    """`value` of a declared setting, converted to its type and checked by every loss that reads it."""
+    converted = _convert(value, next(iter(declarations.values())).value_type, where)
+    for setting in declarations.values():
+        if setting.problem(converted):
+            raise UserError(f"{where} {setting.problem(converted)}")
+    return converted
+
+
 def _build(cls, values: dict[str, Any], sources: dict[str, str], prefix: str = ""):
     fields = _field_map(cls)
     hints = typing.get_type_hints(cls)
-    kwargs, children = {}, {}
+    declared = declared_settings(cls)
+    kwargs, children, settings = {}, {}, {}
     for dotted, value in values.items():
         head, _, rest = dotted.partition(".")
         where = f"{sources.get(prefix + dotted, 'command line')}: key '{prefix}{dotted}'"
-        if head not in fields:
-            valid = ", ".join(fields)
+        if head in declared and not rest:
+            settings[head] = _convert_setting(value, declared[head], where)
+            continue
+        if head not in declared and (head not in fields or fields[head].metadata.get("settings_of")):
+            valid = ", ".join(section_keys(cls))
             scope = f"'{prefix[:-1]}'" if prefix else "the top level"
             raise UserError(f"{where} is unknown; valid keys in {scope}: {valid}")
-        nested = dataclasses.is_dataclass(hints[head])
+        nested = head in fields and dataclasses.is_dataclass(hints[head])
         if nested and not rest:
-            raise UserError(f"{where} is a section; set its keys ({', '.join(_field_map(hints[head]))})")
+            raise UserError(f"{where} is a section; set its keys ({', '.join(section_keys(hints[head]))})")
         if rest and not nested:
             raise UserError(f"{where}: '{prefix}{head}' is a value, not a section")
         if nested:
@@ -408,6 +467,9 @@ def _build(cls, values: dict[str, Any], sources: dict[str, str], prefix: str = "
         kwargs[head] = converted
     for head, child_values in children.items():
         kwargs[head] = _build(hints[head], child_values, sources, f"{prefix}{head}.")
+    if declared:
+        kwargs[_settings_field(cls).name] = {key: settings.get(key, next(iter(declarations.values())).default)
+                                             for key, declarations in declared.items()}
     return cls(**kwargs)
 
 
@@ -514,8 +576,6 @@ def validate(cfg: Config) -> None:
          f"got {len(cfg.optim.milestone_decays)}; leave it empty to use optim.decay at each")
     need(all(d > 0 for d in cfg.optim.milestone_decays), "optim.milestone_decays", "must be positive")
     need(len(cfg.rsg.mv_terms) == 3, "rsg.mv_terms", "needs 3 values, one per term of L_MV (Eq. 6)")
-    need(cfg.loss.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
-    need(cfg.loss.scale > 0, "loss.scale", "must be positive")
     need(0 <= cfg.loss.reweight_beta < 1, "loss.reweight_beta", "must be in [0, 1)")
     need(0 <= cfg.data.resample_beta < 1, "data.resample_beta", "must be in [0, 1)")
     need(cfg.data.loader == "standard" or cfg.data.transform == "pad_crop_flip", "data.loader",
@@ -556,8 +616,18 @@ def config_differences(old: dict, new: dict, ignore=frozenset()) -> dict:
             if key not in ignore and old.get(key) != new.get(key)}
 
 
-def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+def config_to_dict(cfg) -> dict:
+    """The config as nested dicts of plain values, a section's settings in its settings field's place."""
+    tree = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("settings_of"):
+            tree.update(copy.deepcopy(value))
+        elif dataclasses.is_dataclass(value):
+            tree[f.name] = config_to_dict(value)
+        else:
+            tree[f.name] = copy.deepcopy(value)
+    return tree
 
 
 def dump_config(cfg: Config) -> str:

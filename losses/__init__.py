@@ -1,7 +1,10 @@
-"""Classification losses, keyed by `loss.name`; importing this package registers them all."""
+"""Classification losses, keyed by `loss.name`. Importing this package imports each of its modules,
+so a loss registered in a new module here, with the settings it reads, is found (docs/DESIGN.md)."""
 
-from losses import classification, logit_adjusted  # noqa: F401
+from core.registry import import_modules
 from losses.registry import LOSSES
+
+import_modules(__name__, __path__)
 
 
 def build_loss(cfg, class_counts):

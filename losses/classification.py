@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.registry import Setting
 from losses.registry import LOSSES
 
 
@@ -98,21 +99,35 @@ class LDAMLoss(nn.Module):
         return margin_cross_entropy(logits, targets, self.margins[targets], self.scale, class_weights)
 
 
-@LOSSES.register("ce")
-def build_cross_entropy(cfg, class_counts):
-    return CrossEntropy()
+# Each loss declares the settings it reads (core.registry.Setting); LDAM and AM both read
+# max_margin and scale. Registered in this order so that a written config lists loss.max_margin,
+# loss.scale, loss.focal_gamma in the order configs have always had.
+SCALE = Setting(30.0, "logit scale s", valid=lambda scale: scale > 0, requirement="must be positive")
 
 
-@LOSSES.register("focal")
-def build_focal(cfg, class_counts):
-    return FocalLoss(cfg.loss.focal_gamma)
+@LOSSES.register("ldam", head="cosine", help="label-distribution-aware margin loss (Cao et al. 2019)",
+                 settings={"max_margin": Setting(0.5, "the largest margin max_m, that of the rarest class "
+                                                      "(m_c proportional to n_c^(-1/4))"),
+                           "scale": SCALE})
+def build_ldam(cfg, class_counts):
+    return LDAMLoss(class_counts, cfg.loss.max_margin, cfg.loss.scale)
 
 
-@LOSSES.register("am", head="cosine")
+@LOSSES.register("am", head="cosine", help="additive-margin softmax (Wang et al. 2018); with loss.reweight "
+                 "drw it is M-DRW", settings={"max_margin": Setting(0.5, "the margin m of every class (the "
+                                                                         "M-DRW configs: 0.35)"),
+                                              "scale": SCALE})
 def build_am_softmax(cfg, class_counts):
     return AMSoftmaxLoss(cfg.loss.max_margin, cfg.loss.scale)
 
 
-@LOSSES.register("ldam", head="cosine")
-def build_ldam(cfg, class_counts):
-    return LDAMLoss(class_counts, cfg.loss.max_margin, cfg.loss.scale)
+@LOSSES.register("focal", help="focal loss (Lin et al. 2017)",
+                 settings={"focal_gamma": Setting(1.0, "gamma of (1 - p_t)^gamma (1 in the authors' code)",
+                                                  valid=lambda gamma: gamma >= 0, requirement="must be >= 0")})
+def build_focal(cfg, class_counts):
+    return FocalLoss(cfg.loss.focal_gamma)
+
+
+@LOSSES.register("ce", help="cross-entropy (ERM)")
+def build_cross_entropy(cfg, class_counts):
+    return CrossEntropy()

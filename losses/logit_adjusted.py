@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
+from core.registry import Setting
 from losses.registry import LOSSES
 
 
@@ -65,13 +66,14 @@ class BalancedSoftmaxLoss(ShiftedCrossEntropy):
         super().__init__(torch.tensor(np.log(np.asarray(class_counts, dtype=np.float64)), dtype=torch.float32))
 
 
-@LOSSES.register("logit_adjusted")
+@LOSSES.register("logit_adjusted", help="CE of z + tau log(prior) (Menon et al. 2021)",
+                 settings={"logit_adjust_tau": Setting(1.0, "tau of z + tau * log(prior), prior = n_c / n")})
 def build_logit_adjusted(cfg, class_counts):
     check_counts(class_counts, "logit_adjusted")
     return LogitAdjustedLoss(class_counts, cfg.loss.logit_adjust_tau)
 
 
-@LOSSES.register("balanced_softmax")
+@LOSSES.register("balanced_softmax", help="CE of z + log(n_c) (Ren et al. 2020)")
 def build_balanced_softmax(cfg, class_counts):
     check_counts(class_counts, "balanced_softmax")
     return BalancedSoftmaxLoss(class_counts)

@@ -70,6 +70,6 @@ class CifarDenseNet(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("densenet40", stages=CifarDenseNet.stage_names)
+@BACKBONES.register("densenet40", stages=CifarDenseNet.stage_names, help="DenseNet-40, growth rate 12, for 32 x 32 images")
 def densenet40() -> CifarDenseNet:
     return CifarDenseNet(40, growth_rate=12)

@@ -73,16 +73,16 @@ class CifarResNet(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("resnet32", stages=CifarResNet.stage_names)
+@BACKBONES.register("resnet32", stages=CifarResNet.stage_names, help="ResNet-32 for 32 x 32 images (He et al. 2016)")
 def resnet32() -> CifarResNet:
     return CifarResNet(32)
 
 
-@BACKBONES.register("resnet56", stages=CifarResNet.stage_names)
+@BACKBONES.register("resnet56", stages=CifarResNet.stage_names, help="ResNet-56 for 32 x 32 images (He et al. 2016)")
 def resnet56() -> CifarResNet:
     return CifarResNet(56)
 
 
-@BACKBONES.register("resnet110", stages=CifarResNet.stage_names)
+@BACKBONES.register("resnet110", stages=CifarResNet.stage_names, help="ResNet-110 for 32 x 32 images (He et al. 2016)")
 def resnet110() -> CifarResNet:
     return CifarResNet(110)

@@ -58,19 +58,20 @@ class TorchvisionResNet(StagedBackbone):
         return torchvision_key
 
 
-@BACKBONES.register("resnet50", stages=TorchvisionResNet.stage_names)
+@BACKBONES.register("resnet50", stages=TorchvisionResNet.stage_names, help="torchvision's ResNet-50 (ImageNet size)")
 def resnet50() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnet50(weights=None), models.ResNet50_Weights.IMAGENET1K_V1)
 
 
-@BACKBONES.register("resnet152", stages=TorchvisionResNet.stage_names)
+@BACKBONES.register("resnet152", stages=TorchvisionResNet.stage_names, help="torchvision's ResNet-152 (ImageNet size)")
 def resnet152() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnet152(weights=None), models.ResNet152_Weights.IMAGENET1K_V1)
 
 
-@BACKBONES.register("resnext50_32x4d", stages=TorchvisionResNet.stage_names)
+@BACKBONES.register("resnext50_32x4d", stages=TorchvisionResNet.stage_names,
+                    help="torchvision's ResNeXt-50 32 x 4d (ImageNet size)")
 def resnext50_32x4d() -> TorchvisionResNet:
     models = torchvision.models
     return TorchvisionResNet(models.resnext50_32x4d(weights=None), models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1)

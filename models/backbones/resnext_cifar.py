@@ -71,6 +71,7 @@ class CifarResNeXt(StagedBackbone):
         self.init_weights()
 
 
-@BACKBONES.register("resnext29_8x64d", stages=CifarResNeXt.stage_names)
+@BACKBONES.register("resnext29_8x64d", stages=CifarResNeXt.stage_names,
+                    help="ResNeXt-29, 8 x 64d, for 32 x 32 images")
 def resnext29_8x64d() -> CifarResNeXt:
     return CifarResNeXt(29, cardinality=8, bottleneck_width=64)
