@@ -14,7 +14,7 @@ every epoch) only if each change acts from `epoch` on. So a continuation may cha
   a resumed run only before its first evaluation (metrics.jsonl and best.pt hold the old ones);
 - where a classifier stage's parent file lies (stage.parent): the file is known by its sha256.
 
-Anything else acted from epoch 0. The one rule serves three callers: a resume (engine/run.py, at
+Anything else acted from epoch 0. The one rule serves three callers: a resume (engine/resume.py, at
 the checkpoint's epoch; a checkpoint taken mid-epoch counts the epoch begun), a branch
 (engine/branch.py, at the branch point), and a finished run that a table runner would report as
 done (tools/paper_tables.py, tools/rsg_pair.py, at its last epoch).
