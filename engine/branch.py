@@ -26,7 +26,10 @@ data, seed, optimizer, loss, RSG's centers...) acted before the branch point, an
 refused in one line.
 
 The branch folder records its parent in branch.json (folder, checkpoint, epoch, sha256) and starts
-its metrics.jsonl with the parent's lines of the epochs before the branch point.
+its metrics.jsonl with the parent's lines of the epochs before the branch point. In the code the
+checkpoint a branch continues is its `BranchSource` (branch.json keeps its `parent_*` keys, so that
+the files written before read as they did); a classifier stage's parent is its first stage
+(engine/stage.py), another thing.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, 
 from engine.config import RUN_KEYS, config_differences, config_from_dict, config_to_dict
 from engine.continuation import continuation_conflicts
 from engine.run_folder import BRANCH_FILE, METRICS_FILE, read_records, same_folder
+from rsg import starts_generating_at
 
 log = logging.getLogger(LOGGER_NAME)
 
 
 def threshold_checkpoint_due(cfg, next_epoch: int) -> bool:
     """An RSG run keeps threshold.pt at the boundary before epoch T_th (the branch point)."""
-    return cfg.rsg.enabled and 0 < cfg.rsg.threshold_epoch == next_epoch
+    return cfg.rsg.enabled and starts_generating_at(next_epoch, cfg.rsg.threshold_epoch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,13 +73,13 @@ def branch_conflicts(parent_config: dict, branch_config: dict, epoch: int) -> li
 
 
 @dataclass
-class Parent:
+class BranchSource:
     checkpoint: str                 # the parent's checkpoint file
     folder: str                     # the parent's run folder
     state: dict                     # the loaded checkpoint
     sha256: str
     same_evaluation: bool           # evaluates_alike: the best so far carries over
-    history: Optional[list] = None  # parent_history: its records before the branch point (None: no metrics.jsonl)
+    history: Optional[list] = None  # source_history: its records before the branch point (None: no metrics.jsonl)
     best_checkpoint: Optional[str] = None   # inherited_best: its best.pt, when the branch takes it over
 
     @property
@@ -98,7 +102,7 @@ def evaluates_alike(parent_config: dict, cfg) -> bool:
     return parents["eval"] == config_to_dict(cfg)["eval"]
 
 
-def prepare_branch(checkpoint: str, cfg) -> Parent:
+def prepare_branch(checkpoint: str, cfg) -> BranchSource:
     """Load and check the parent checkpoint before anything is written: a UserError (one line) if the
     branch cannot continue it."""
     check_own_folder(checkpoint, cfg)
@@ -115,12 +119,12 @@ def prepare_branch(checkpoint: str, cfg) -> Parent:
                         f"point (epoch {state['epoch']}): {'; '.join(conflicts)}. Change only what acts from "
                         f"epoch {state['epoch']} on, or train a new run")
     same_evaluation = evaluates_alike(state["config"], cfg)
-    return Parent(checkpoint, folder, state, file_sha256(checkpoint), same_evaluation,
-                  parent_history(folder, state["epoch"], where),
+    return BranchSource(checkpoint, folder, state, file_sha256(checkpoint), same_evaluation,
+                  source_history(folder, state["epoch"], where),
                   inherited_best(folder, state, same_evaluation, where))
 
 
-def parent_history(folder: str, epoch: int, where: str) -> Optional[list]:
+def source_history(folder: str, epoch: int, where: str) -> Optional[list]:
     """The parent's metrics.jsonl records of the epochs before `epoch`, the branch's first lines (None:
     the parent has no metrics.jsonl). A line a crash cut short is skipped, unless it costs the
     branch the record of one of those epochs."""
@@ -153,31 +157,31 @@ def inherited_best(folder: str, state: dict, keep_best: bool, where: str) -> Opt
     return path if best.get("best_epoch") == state["best_epoch"] else None
 
 
-def start_branch(run, parent: Parent):
+def start_branch(run, source: BranchSource):
     """Load the parent's state into the freshly built run; returns (epoch, step, best) as restore does."""
-    state, model = parent.state, run.model
+    state, model = source.state, run.model
     names = [name for name, _ in model.named_parameters()]
     weights = state["model"]
     if not any(name.startswith("rsg.") for name in names):
         weights = {k: v for k, v in weights.items() if not k.startswith("rsg.")}   # RSG turned off
-    load_model_weights(model, weights, parent.checkpoint, "the branch's model")
-    run.optimizer.load_state_dict(optimizer_state_by_name(state, names, run.counts))
-    run.precision.load_state_dict(state.get("scaler", {}))
+    load_model_weights(model, weights, source.checkpoint, "the branch's model")
+    run.trainer.optimizer.load_state_dict(optimizer_state_by_name(state, names, run.counts))
+    run.trainer.precision.load_state_dict(state.get("scaler", {}))
     best = {"top1": -1.0, "epoch": -1}
-    if parent.same_evaluation:
+    if source.same_evaluation:
         best = {"top1": state["best_top1"], "epoch": state["best_epoch"]}
-    log.info("branched from %s (epoch %d, sha256 %s)", parent.checkpoint, parent.epoch, parent.sha256[:12])
-    return parent.epoch, 0, best
+    log.info("branched from %s (epoch %d, sha256 %s)", source.checkpoint, source.epoch, source.sha256[:12])
+    return source.epoch, 0, best
 
 
-def write_branch_record(parent: Parent, cfg) -> None:
-    """Rank 0, once the run owns its folder (engine/run.py claim): the parent's history before the
+def record_branch_source(source: BranchSource, cfg) -> None:
+    """Rank 0, once the run owns its folder (engine/run_folder.py claim): the parent's history before the
     branch point and branch.json, the record of the parent."""
-    inherit_history(parent, cfg.output_dir)
-    record_parent(parent, cfg)
+    inherit_history(source, cfg.output_dir)
+    write_branch_json(source, cfg)
 
 
-def parent_parameter_names(state: dict, counts) -> list[str]:
+def source_parameter_names(state: dict, counts) -> list[str]:
     """The parent model's parameter names in optimizer order, from a model built of its config."""
     from models import build_model  # the model registry: only when the parameter sets differ
 
@@ -190,7 +194,7 @@ def optimizer_state_by_name(state: dict, names: list[str], counts) -> dict:
     position, so the positions are translated through the parameter names."""
     optimizer = state["optimizer"]
     same_model = state["config"]["rsg"]["enabled"] == any(name.startswith("rsg.") for name in names)
-    parent_names = names if same_model else parent_parameter_names(state, counts)
+    parent_names = names if same_model else source_parameter_names(state, counts)
     position = {name: index for index, name in enumerate(parent_names)}
     missing = [name for name in names if name not in position]
     if missing:
@@ -203,24 +207,24 @@ def optimizer_state_by_name(state: dict, names: list[str], counts) -> dict:
     return {"state": new_state, "param_groups": [dict(groups[0], params=list(range(len(names))))]}
 
 
-def inherit_history(parent: Parent, output_dir: str) -> None:
+def inherit_history(source: BranchSource, output_dir: str) -> None:
     """The parent's records before the branch epoch and its best.pt of those epochs, both checked by
     prepare_branch, so that the branch's folder describes its whole training."""
     target = os.path.join(output_dir, METRICS_FILE)
-    if parent.history is None:
+    if source.history is None:
         log.warning("the parent folder %s has no metrics.jsonl: the branch's starts at epoch %d",
-                    parent.folder, parent.epoch)
+                    source.folder, source.epoch)
     elif not os.path.exists(target):
         with open(target, "w") as f:
-            f.writelines(json.dumps(record) + "\n" for record in parent.history)
-    if parent.best_checkpoint is not None:
-        shutil.copyfile(parent.best_checkpoint, os.path.join(output_dir, "best.pt"))
+            f.writelines(json.dumps(record) + "\n" for record in source.history)
+    if source.best_checkpoint is not None:
+        shutil.copyfile(source.best_checkpoint, os.path.join(output_dir, "best.pt"))
 
 
-def record_parent(parent: Parent, cfg) -> None:
-    changed = branch_changes(parent.state["config"], config_to_dict(cfg))
-    record = {"parent_folder": parent.folder, "parent_checkpoint": os.path.abspath(parent.checkpoint),
-              "epoch": parent.epoch, "sha256": parent.sha256, "changed": changed}
+def write_branch_json(source: BranchSource, cfg) -> None:
+    changed = branch_changes(source.state["config"], config_to_dict(cfg))
+    record = {"parent_folder": source.folder, "parent_checkpoint": os.path.abspath(source.checkpoint),
+              "epoch": source.epoch, "sha256": source.sha256, "changed": changed}
     with open(os.path.join(cfg.output_dir, BRANCH_FILE), "w") as f:
         json.dump(record, f, indent=1)
 

@@ -28,6 +28,7 @@ from data.samplers import SAMPLERS
 from data.transforms import TRANSFORM_PRESETS
 from losses import LOSSES
 from models import BACKBONES
+from rsg import GENERATION_MODES, MV_TERMS, VARIANTS
 
 
 def choice(default, choices, help=""):
@@ -141,6 +142,10 @@ class ModelConfig:
 
 @dataclass
 class RSGConfig:
+    """RSG's settings. A key named like an argument of rsg.RSG goes to it as it is (RSG.arguments_from:
+    a new RSG option is one argument there and one key here); frequent_ratio gives its frequent
+    classes; enabled and position say whether and where the model has it; cesc_weight and mv_weight
+    are Eq. 7's lambda1 and lambda2 (rsg.loss_weights). tests/test_rsg_contract.py keeps it so."""
     enabled: bool = True            # false: the same network and recipe without RSG
     position: str = "default"       # stage whose input RSG transforms; default = the backbone's
     num_centers: int = 15           # K centers per class
@@ -150,15 +155,15 @@ class RSGConfig:
     threshold_epoch: int = 160      # T_th: generation starts at this epoch index
     cesc_weight: float = 0.1        # lambda1 in Eq. 7
     mv_weight: float = 0.01         # lambda2 in Eq. 7
-    # Table 3 ablations. mv_terms: which terms of L_MV (Eq. 6) are kept: [direction (cosine to
-    # x_fd-rare), length (||T(x_fd-freq)|| = ||x_fd-freq||), contrastive (not the same class)].
-    mv_terms: list[bool] = field(default_factory=lambda: [True, True, True])
-    generation: str = choice("transform", ["transform", "rare_center", "direct"],
+    # Table 3 ablations. mv_terms: which terms of L_MV (Eq. 6) are kept, in rsg.MV_TERMS's order:
+    # [direction (cosine to x_fd-rare), length (||T(x_fd-freq)|| = ||x_fd-freq||), contrast (not the same class)].
+    mv_terms: list[bool] = field(default_factory=lambda: [True] * len(MV_TERMS))
+    generation: str = choice("transform", list(GENERATION_MODES),
                              "transform = x_rare + T(x_fd-freq) (Eq. 4); rare_center = the rare sample's "
                              "closest center + T(x_fd-freq); direct = x_rare + x_fd-freq, no T and no L_MV")
-    variant: str = choice("paper", ["paper", "authors"],
+    variant: str = choice("paper", list(VARIANTS),
                           "paper = the paper's equations; authors = the authors' code where it departs from "
-                          "them (REFERENCE section 5; docs/CHOICES.md, \"The authors' code as a switch\")")
+                          "them (docs/CHOICES.md, \"The authors' code as a switch\")")
 
 
 @dataclass
@@ -575,7 +580,8 @@ def validate(cfg: Config) -> None:
          "optim.milestone_decays", f"needs one factor per milestone ({len(cfg.optim.milestones)}), "
          f"got {len(cfg.optim.milestone_decays)}; leave it empty to use optim.decay at each")
     need(all(d > 0 for d in cfg.optim.milestone_decays), "optim.milestone_decays", "must be positive")
-    need(len(cfg.rsg.mv_terms) == 3, "rsg.mv_terms", "needs 3 values, one per term of L_MV (Eq. 6)")
+    need(len(cfg.rsg.mv_terms) == len(MV_TERMS), "rsg.mv_terms",
+         f"needs {len(MV_TERMS)} values, one per term of L_MV (Eq. 6: {', '.join(MV_TERMS)})")
     need(0 <= cfg.loss.reweight_beta < 1, "loss.reweight_beta", "must be in [0, 1)")
     need(0 <= cfg.data.resample_beta < 1, "data.resample_beta", "must be in [0, 1)")
     need(cfg.data.loader == "standard" or cfg.data.transform == "pad_crop_flip", "data.loader",
@@ -586,7 +592,8 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_beyond(cfg: Config, need) -> None:
-    """The classifier stage and the evaluation-time tau grid (issue 14)."""
+    """The classifier stage and the evaluation-time tau grid (docs/CHOICES.md, "Today's baselines and the
+    decoupled classifier stage")."""
     stage = cfg.stage.name
     need(all(math.isfinite(tau) for tau in cfg.eval.taus), "eval.taus",
          f"must hold finite numbers, got {cfg.eval.taus}")

@@ -14,7 +14,7 @@ every epoch) only if each change acts from `epoch` on. So a continuation may cha
   a resumed run only before its first evaluation (metrics.jsonl and best.pt hold the old ones);
 - where a classifier stage's parent file lies (stage.parent): the file is known by its sha256.
 
-Anything else acted from epoch 0. The one rule serves three callers: a resume (engine/run.py, at
+Anything else acted from epoch 0. The one rule serves three callers: a resume (engine/resume.py, at
 the checkpoint's epoch; a checkpoint taken mid-epoch counts the epoch begun), a branch
 (engine/branch.py, at the branch point), and a finished run that a table runner would report as
 done (tools/paper_tables.py, tools/rsg_pair.py, at its last epoch).
@@ -30,13 +30,13 @@ from core.errors import UserError
 from engine.config import RUN_KEYS, config_from_dict, config_to_dict, flatten
 from engine.run_folder import last_finished_epoch
 from engine.schedules import is_evaluation_epoch, learning_rate, reweight_start
+from rsg import GENERATION_SETTINGS, generated_before
 
 LR_KEYS = {"optim.lr", "optim.warmup_epochs", "optim.milestones", "optim.decay", "optim.milestone_decays"}
 REWEIGHT_KEYS = {"loss.reweight", "loss.reweight_start", "loss.reweight_beta"}
 SAMPLER_KEYS = {"data.sampler", "data.resample_start", "data.resample_beta"}
-# RSG keys that act only once it generates (from rsg.threshold_epoch on).
-GENERATION_KEYS = {"rsg.threshold_epoch", "rsg.transfer_strength", "rsg.frequent_ratio", "rsg.mv_weight",
-                   "rsg.mv_terms", "rsg.generation"}
+# RSG keys that act only once it generates (from rsg.threshold_epoch on): RSG's list.
+GENERATION_KEYS = {f"rsg.{name}" for name in GENERATION_SETTINGS}
 # What train.py read from a classifier stage's parent: the same file gives the same values; a
 # config not yet started (the table runner's request) has none.
 PARENT_RECORD_KEYS = {"stage.parent_sha256", "stage.parent_epoch"}
@@ -62,7 +62,7 @@ def sampling_before(cfg, epoch: int) -> list:
 
 
 def generates_before(cfg, epoch: int) -> bool:
-    return cfg.rsg.enabled and cfg.rsg.threshold_epoch < epoch
+    return cfg.rsg.enabled and generated_before(epoch, cfg.rsg.threshold_epoch)
 
 
 def evaluated_before(cfg, epoch: int) -> bool:

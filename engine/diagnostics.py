@@ -15,14 +15,12 @@ from typing import Optional
 
 import torch
 
-from rsg import RSG
+from rsg import CLASS_DIAGNOSTICS, RSG, SCALAR_DIAGNOSTICS
 
-# Every statistic RSG.diagnostics may hold (rsg/module.py), in a fixed order: under torchrun every
+# Every statistic RSG.diagnostics may hold, in RSG's fixed order (rsg/contract.py): under torchrun every
 # rank reduces the same tensor even when some statistic never occurred on it (no rare sample).
-SCALARS = ("center_loss", "contrastive_loss", "contrastive_accuracy", "mv_direction", "mv_length", "mv_contrast",
-           "assignment_entropy", "norm_rare", "norm_generated", "norm_fd_rare", "norm_fd_frequent",
-           "norm_transformed", "spread_generated", "cosine_transformed_rare")
-PER_CLASS = ("assignment_mass", "assignment_argmax")
+SCALARS = tuple(SCALAR_DIAGNOSTICS)
+PER_CLASS = tuple(CLASS_DIAGNOSTICS)
 # Per-class test accuracies go to TensorBoard one scalar per class only up to this many classes
 # (metrics.jsonl always has them all).
 MAX_PER_CLASS_SCALARS = 100

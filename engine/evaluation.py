@@ -171,7 +171,7 @@ class Evaluator:
     def report(self, loader, split: str, chosen_tau: Optional[float] = None) -> EvaluationReport:
         """Top-1, shot groups and per class on `loader`'s split; with eval.posthoc, at the tau
         `chosen_tau` (chosen on the val split before), else chosen as engine/posthoc.py says."""
-        correction = build_correction(self.cfg, self.model, self.train_counts)     # eval.posthoc (issue 14)
+        correction = build_correction(self.cfg, self.model, self.train_counts)     # eval.posthoc (engine/posthoc.py)
         if correction is None:
             predictions, targets = predict(self.model, loader, self.device, self.progress, self.precision)
             return EvaluationReport.from_accuracy(accuracy_report(predictions, targets, self.train_counts),

@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from engine.diagnostics import DiagnosticsSums
 from engine.distributed import all_reduce_sum, broadcast_flag
-from engine.runtime import FULL_PRECISION
+from engine.metrics_log import MetricsLog
+from engine.runtime import FULL_PRECISION, PhaseAwareDDP, Precision
+from rsg import loss_weights as rsg_loss_weights
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,9 +70,23 @@ class EpochResult:
     sections: dict = field(default_factory=dict)  # further parts of the epoch's metrics.jsonl record
 
 
+@dataclass
+class Trainer:
+    """What a training step uses: the network (the model, or its DDP wrapper for RSG's phase), the
+    classification loss, the optimizer (None: nothing trains), the precision, the device, and the
+    weight of each loss term in Eq. 7 (`loss_weights`)."""
+    network: PhaseAwareDDP
+    criterion: torch.nn.Module
+    optimizer: Optional[torch.optim.Optimizer]
+    precision: Precision
+    device: torch.device
+    weights: dict
+
+
 def loss_weights(cfg) -> dict:
-    """The weight of each loss term in the total (Eq. 7): L_cls + lambda1 L_CESC + lambda2 L_MV."""
-    return {"cls": 1.0, "cesc": cfg.rsg.cesc_weight, "mv": cfg.rsg.mv_weight}
+    """The weight of each loss term in the total (Eq. 7): L_cls + lambda1 L_CESC + lambda2 L_MV, RSG's
+    weights by the names of its losses (rsg/contract.py)."""
+    return {"cls": 1.0, **rsg_loss_weights(cfg.rsg)}
 
 
 def training_step(model, criterion, optimizer, images, targets, class_weights, weights: dict, precision=None):
@@ -136,29 +152,29 @@ class EpochSums:
         return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
 
 
-def train_one_epoch(run, epoch: int, class_weights, start_step: int = 0,
-                    stop: Optional[StopRequest] = None) -> EpochResult:
-    """Algorithm 1 for one epoch, from `start_step`: for each batch, the model (backbone, RSG at its
-    position, head) makes the features, the generated rare-class samples and RSG's losses, and one
-    step minimises Eq. 7. The host reads the device (a synchronisation) only at logging steps and
-    at the end. Under torchrun the metrics are summed over the ranks."""
-    cfg, model, device = run.cfg, run.ddp.for_current_phase(), run.device   # RSG's phase: start_epoch_state
+def train_one_epoch(trainer: Trainer, loader, epoch: int, class_weights, log_every: int, start_step: int = 0,
+                    stop: Optional[StopRequest] = None, metrics_log: Optional[MetricsLog] = None,
+                    progress: bool = False) -> EpochResult:
+    """Algorithm 1 for one epoch, from `start_step`: for each batch of `loader`, the model (backbone,
+    RSG at its position, head) makes the features, the generated rare-class samples and RSG's
+    losses, and one step minimises Eq. 7. The host reads the device (a synchronisation) only every
+    `log_every` steps and at the end. Under torchrun the metrics are summed over the ranks."""
+    model, device = trainer.network.for_current_phase(), trainer.device   # RSG's phase: set_epoch before
     model.train()
-    weights = loss_weights(cfg)
     sums = EpochSums(model, device)
     started = time.time()
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True, initial=start_step,
-               total=start_step + len(run.train_loader), disable=not (cfg.train.progress and run.ctx.is_main))
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True, initial=start_step,
+               total=start_step + len(loader), disable=not progress)
     step = start_step
     for step, (images, targets) in enumerate(bar, start=start_step):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        losses, correct, generated = training_step(model, run.criterion, run.optimizer, images, targets,
-                                                   class_weights, weights, run.precision)
+        losses, correct, generated = training_step(model, trainer.criterion, trainer.optimizer, images, targets,
+                                                   class_weights, trainer.weights, trainer.precision)
         sums.add(losses, correct, len(targets), generated)
-        at_log_step = (step + 1) % cfg.train.log_every == 0
+        at_log_step = (step + 1) % log_every == 0
         if at_log_step:
-            log_step(run, bar, losses, sums, epoch, step, generated)
-        last_step = step + 1 == start_step + len(run.train_loader)
+            log_step(metrics_log, bar, losses, sums, epoch, step, generated)
+        last_step = step + 1 == start_step + len(loader)
         if stop is not None and not last_step and stop.agreed(at_log_step, device):  # last step: finish the epoch
             bar.close()
             check_finite(sums.losses["total"], epoch, step)
@@ -170,14 +186,15 @@ def train_one_epoch(run, epoch: int, class_weights, start_step: int = 0,
     return sums.epoch_metrics(epoch, step, time.time() - started)
 
 
-def log_step(run, bar, losses: dict, sums: EpochSums, epoch: int, step: int, generated: int) -> None:
+def log_step(metrics_log: Optional[MetricsLog], bar, losses: dict, sums: EpochSums, epoch: int, step: int,
+             generated: int) -> None:
     """A logging step: its losses (one host read, after checking the running total is finite) to
     the progress bar and TensorBoard."""
     values = logged_values(losses, sums.losses["total"], epoch, step)
     values["generated"] = generated
     bar.set_postfix(loss=f"{values['total']:.3f}", gen=generated)
-    if run.metrics_log is not None:
-        run.metrics_log.step(epoch, step, values)
+    if metrics_log is not None:
+        metrics_log.step(epoch, step, values)
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

@@ -1,4 +1,5 @@
-"""Evaluation-time corrections over a grid of tau (`eval.posthoc`, `eval.taus`; issue 14).
+"""Evaluation-time corrections over a grid of tau (`eval.posthoc`, `eval.taus`; docs/CHOICES.md,
+"Today's baselines and the decoupled classifier stage").
 
     logit_adjust   z_c - tau * log(pi_c), pi the training class frequency (Menon et al. 2021, Eq. 9)
     tau_norm       x . w_c / ||w_c||^tau, without the bias (Kang et al. 2020, section 4): from the

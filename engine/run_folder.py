@@ -18,13 +18,18 @@ import errno
 import fcntl
 import glob
 import json
+import logging
 import os
 import shutil
-from typing import Optional
+from typing import Callable, Optional
 
 import yaml
 
+from core import LOGGER_NAME
 from core.errors import UserError
+from engine.runtime import log_to_file
+
+log = logging.getLogger(LOGGER_NAME)
 
 LOCK_NAME = ".lock"
 THRESHOLD_CHECKPOINT = "threshold.pt"   # an RSG run's checkpoint at T_th, the branch point (engine/branch.py)
@@ -241,6 +246,27 @@ class RunFolderLock:
         if self.fd is not None:
             os.close(self.fd)      # closing the descriptor releases the flock
             self.fd = None
+
+
+def claim(folder: str, lock: RunFolderLock, overwrite: bool, write_first_files: Callable[[], None]) -> None:
+    """Rank 0 takes the folder, once the run is built: the lock, then (with --overwrite) the old run's
+    files go, then the log goes into train.log too, then `write_first_files` (config.yaml, a branch's
+    record of its source). A folder that cannot be written to is one UserError."""
+    try:
+        lock.acquire()
+        check_unchanged(folder, lock.seen)   # now that the folder is held: as it was checked
+        removed = remove_run_files(folder) if overwrite else []
+        log_to_file(folder)
+        if removed:
+            log.info("--overwrite: removed the previous run's %s from %s", ", ".join(removed), folder)
+        if drop_torn_tail(folder):
+            log.warning("%s ended in a line cut short by a crash: dropped, so that the next record starts a line "
+                        "of its own", os.path.join(folder, METRICS_FILE))
+        write_first_files()
+    except OSError as error:
+        raise UserError(f"cannot write into output_dir {folder}: {error.strerror or error} "
+                        f"({error.filename or folder}); fix its permissions or choose another "
+                        f"output_dir=<path>") from None
 
 
 def remove_run_files(folder: str) -> list[str]:

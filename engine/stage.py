@@ -6,13 +6,16 @@
     stage.parent: runs/<first stage>/last.pt
 
 RSG is off in this stage (the config refuses rsg.enabled=true): it shapes the features, which are
-frozen here. The run records its parent (path, sha256, epoch) in config.yaml and its checkpoints.
+frozen here. The run records its first stage (path, sha256, epoch) in config.yaml and its checkpoints
+(under the keys stage.parent* and "parent", as before). `ClassifierStage` says what each stage trains.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Optional
 
 from core import LOGGER_NAME
 from core.errors import UserError
@@ -24,7 +27,40 @@ from models import strip_rsg
 log = logging.getLogger(LOGGER_NAME)
 
 
-def record_parent(cfg) -> dict:
+@dataclass(frozen=True)
+class ClassifierStage:
+    """What a classifier stage takes from its first stage and what it trains (Kang et al. 2020,
+    section 4): the backbone always comes from the first stage and stays frozen."""
+    name: str
+    keeps_classifier: bool   # the first stage's classifier is loaded (else re-initialised from the seed)
+    trains: str              # "classifier" (cRT), "scales" (LWS: one per class), "nothing" (tau-norm)
+
+    @property
+    def trains_anything(self) -> bool:
+        return self.trains != "nothing"
+
+    def trained_parameters(self, model) -> list:
+        """The parameters this stage optimises, in the model's order; every other one is frozen."""
+        if self.trains == "classifier":
+            return list(model.head.parameters())
+        if self.trains == "scales":
+            return [model.head.scales]        # models.heads.ScaledHead around the first stage's classifier
+        return []
+
+
+CLASSIFIER_STAGES = {stage.name: stage for stage in (
+    ClassifierStage("crt", keeps_classifier=False, trains="classifier"),
+    ClassifierStage("lws", keeps_classifier=True, trains="scales"),
+    ClassifierStage("tau_norm", keeps_classifier=True, trains="nothing"),
+)}
+
+
+def classifier_stage(cfg) -> Optional[ClassifierStage]:
+    """The configured classifier stage; None for a first stage (stage.name: none)."""
+    return CLASSIFIER_STAGES.get(cfg.stage.name)
+
+
+def load_first_stage(cfg) -> dict:
     """Load the parent checkpoint, fill stage.parent_sha256 / parent_epoch into `cfg` (so that
     config.yaml records them) and return its state. A config that already names a sha256 (a
     resumed run) must name the same file contents: a replaced parent would mix two first stages."""
@@ -43,7 +79,7 @@ def record_parent(cfg) -> dict:
     return state
 
 
-def parent_record(cfg) -> dict:
+def first_stage_record(cfg) -> dict:
     """What a checkpoint stores about the parent."""
     return {"path": cfg.stage.parent, "sha256": cfg.stage.parent_sha256, "epoch": cfg.stage.parent_epoch,
             "stage": cfg.stage.name}
@@ -74,19 +110,19 @@ def check_same_training_data(cfg, parent_cfg) -> None:
                         f"{'; '.join(differing)}; set those keys as the parent had them (its config.yaml)")
 
 
-def check_compatible(cfg, parent_state: dict, counts) -> None:
-    parent_cfg = parent_state["config"]
+def check_compatible(cfg, first_stage: dict, counts) -> None:
+    parent_cfg = first_stage["config"]
     path = cfg.stage.parent
-    check_same_training_data(cfg, stored_config(parent_state, path))
-    if list(parent_state["class_counts"]) != list(counts):
+    check_same_training_data(cfg, stored_config(first_stage, path))
+    if list(first_stage["class_counts"]) != list(counts):
         raise UserError(f"key 'stage.parent': {path} was trained on other class counts than this stage's training "
-                        f"set ({len(parent_state['class_counts'])} vs {len(counts)} classes, or another subset); "
+                        f"set ({len(first_stage['class_counts'])} vs {len(counts)} classes, or another subset); "
                         f"the classifier stage must use the first stage's data settings")
     if parent_cfg["model"]["backbone"] != cfg.model.backbone:
         raise UserError(f"key 'model.backbone' is {cfg.model.backbone}, but the parent {path} is a "
                         f"{parent_cfg['model']['backbone']}; set model.backbone={parent_cfg['model']['backbone']}")
-    if cfg.stage.name in ("lws", "tau_norm"):
-        parent_kind = stored_config(parent_state, path).head_kind
+    if classifier_stage(cfg).keeps_classifier:
+        parent_kind = stored_config(first_stage, path).head_kind
         if parent_kind != cfg.head_kind:
             raise UserError(f"stage.name={cfg.stage.name} keeps the parent's classifier, a {parent_kind} one, but this "
                             f"config builds a {cfg.head_kind} one; set model.classifier={parent_kind} (and the "
@@ -97,27 +133,24 @@ def check_compatible(cfg, parent_state: dict, counts) -> None:
                         f"lws, or a first stage with a linear classifier")
 
 
-def load_parent_into(model, cfg, parent_state: dict) -> None:
-    """The parent's backbone always; its classifier too for lws and tau_norm (cRT re-initialises it:
-    the head built from the seed). Then freeze what this stage does not train."""
-    path = cfg.stage.parent
-    weights = strip_rsg(parent_state["model"])
+def load_first_stage_into(model, cfg, first_stage: dict) -> None:
+    """The first stage's backbone always; its classifier too where the stage keeps it (cRT
+    re-initialises it: the head built from the seed). Then freeze what this stage does not train."""
+    stage, path = classifier_stage(cfg), cfg.stage.parent
+    weights = strip_rsg(first_stage["model"])
     backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
     load_model_weights(model.backbone, backbone, path, f"backbone {cfg.model.backbone}")
-    if cfg.stage.name in ("lws", "tau_norm"):
+    if stage.keeps_classifier:
         head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
-        target = model.head.head if cfg.stage.name == "lws" else model.head
+        target = model.head.head if stage.trains == "scales" else model.head
         load_model_weights(target, head, path, f"{cfg.head_kind} classifier")
     model.freeze_backbone()
-    if cfg.stage.name == "lws":
-        for parameter in model.head.head.parameters():
-            parameter.requires_grad_(False)
-    if cfg.stage.name == "tau_norm":
-        for parameter in model.head.parameters():
-            parameter.requires_grad_(False)
+    trained = {id(parameter) for parameter in stage.trained_parameters(model)}
+    for parameter in model.head.parameters():
+        parameter.requires_grad_(id(parameter) in trained)
 
 
-def check_same_parent(cfg, checkpoint: dict, path: str) -> None:
+def check_same_first_stage(cfg, checkpoint: dict, path: str) -> None:
     """Resuming a classifier stage: the parent must be the file it started from."""
     stored = (checkpoint.get("parent") or {}).get("sha256")
     if stored and stored != cfg.stage.parent_sha256:
@@ -126,12 +159,12 @@ def check_same_parent(cfg, checkpoint: dict, path: str) -> None:
                         f"that parent, or start a new run (another output_dir)")
 
 
-def prepare_stage(model, cfg, counts, parent_state: dict) -> None:
-    """Give `model` (built from the stage's config, without RSG) the weights of its parent (read by
-    `record_parent`) and freeze what the stage does not train."""
-    check_compatible(cfg, parent_state, counts)
-    load_parent_into(model, cfg, parent_state)
+def prepare_stage(model, cfg, counts, first_stage: dict) -> None:
+    """Give `model` (built from the stage's config, without RSG) the weights of its first stage (read
+    by `load_first_stage`) and freeze what the stage does not train."""
+    check_compatible(cfg, first_stage, counts)
+    load_first_stage_into(model, cfg, first_stage)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("classifier stage %s from %s (epoch %s, sha256 %s...): %d trainable parameters%s", cfg.stage.name,
              os.path.abspath(cfg.stage.parent), cfg.stage.parent_epoch, cfg.stage.parent_sha256[:12], trainable,
-             "" if cfg.stage.name != "crt" else ", classifier re-initialised")
+             "" if classifier_stage(cfg).keeps_classifier else ", classifier re-initialised")

@@ -12,7 +12,7 @@ from models.classifier import LongTailClassifier
 from models.heads import ScaledHead, build_head
 from models.pretrained import load_pretrained
 from models.registry import BACKBONES
-from rsg import RSG, frequent_classes_from_counts
+from rsg import RSG
 
 
 def resolve_rsg_position(cfg, backbone) -> str:
@@ -57,18 +57,7 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
         return LongTailClassifier(backbone, head)
     position = resolve_rsg_position(cfg, backbone)
     channels = feature_shape_at(backbone, position, cfg.data.image_size)[0]
-    rsg = RSG(
-        in_channels=channels,
-        num_classes=num_classes,
-        frequent_classes=frequent_classes_from_counts(class_counts, cfg.rsg.frequent_ratio),
-        num_centers=cfg.rsg.num_centers,
-        contrastive_channels=cfg.rsg.contrastive_channels,
-        transfer_strength=cfg.rsg.transfer_strength,
-        threshold_epoch=cfg.rsg.threshold_epoch,
-        mv_terms=tuple(cfg.rsg.mv_terms),          # Table 3 ablations
-        generation=cfg.rsg.generation,
-        variant=cfg.rsg.variant,                   # paper | authors (docs/CHOICES.md)
-    )
+    rsg = RSG(in_channels=channels, **RSG.arguments_from(cfg.rsg, class_counts))
     return LongTailClassifier(backbone, head, rsg, position)
 
 

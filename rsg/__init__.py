@@ -10,6 +10,13 @@ and use it in any network.
     features, targets, losses = rsg(features, targets)
     loss = cls_loss + 0.1 * losses["cesc"] + 0.01 * losses["mv"]     # Eq. 7
 
+A config's RSG section (an object with the settings as attributes, or a mapping) gives RSG's
+arguments, and the weights of Eq. 7:
+
+    settings = {"frequent_ratio": 0.2, "threshold_epoch": 160, "cesc_weight": 0.1, "mv_weight": 0.01}
+    module = RSG(in_channels=32, **RSG.arguments_from(settings, train_counts))
+    weights = loss_weights(settings)                  # {"cesc": 0.1, "mv": 0.01}: lambda1, lambda2
+
 variant="authors" (RSG(...) or attach(...)) runs the authors' code where it departs from the paper;
 rsg.authors.Departures switches single departures on (docs/CHOICES.md lists them).
 
@@ -22,6 +29,8 @@ Or, without touching the network's code, RSG on the output of one of its submodu
 
 from rsg.attach import RSGAttached, attach
 from rsg.authors import VARIANTS, Departures
+from rsg.contract import (CLASS_DIAGNOSTICS, GENERATION_SETTINGS, LOSS_NAMES, LOSS_TERMS, MV_TERMS, SCALAR_DIAGNOSTICS,
+                          generated_before, generates, loss_weights, starts_generating_at)
 from rsg.module import GENERATION_MODES, RSG, ContrastiveModule, frequent_classes_from_counts, num_generated_per_rare
 
 __all__ = [
@@ -34,5 +43,15 @@ __all__ = [
     "GENERATION_MODES",
     "frequent_classes_from_counts",
     "num_generated_per_rare",
+    "loss_weights",
+    "LOSS_NAMES",
+    "LOSS_TERMS",
+    "MV_TERMS",
+    "SCALAR_DIAGNOSTICS",
+    "CLASS_DIAGNOSTICS",
+    "GENERATION_SETTINGS",
+    "generates",
+    "generated_before",
+    "starts_generating_at",
 ]
 __version__ = "0.1.0"

@@ -72,8 +72,7 @@ class RSGAttached(nn.Module):
         if targets is None:
             return self.net(images)
         if not self.training:
-            zero = torch.zeros((), device=targets.device)
-            return self.net(images), targets, {"cesc": zero, "mv": zero}
+            return self.net(images), targets, dict.fromkeys(self.rsg.loss_names, torch.zeros((), device=targets.device))
         call = _TrainingCall(self.rsg, targets, self.at)
         handle = submodule(self.net, self.at).register_forward_hook(call)
         try:

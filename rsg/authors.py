@@ -2,8 +2,8 @@
 
 `RSG(..., variant="authors")` switches all of them on; `variant=Departures(mv_rows=True)` one
 alone (what the tests do, and what a user does to find which departure moves a number). The
-paper's form of each is in rsg/module.py; the list is REFERENCE section 5 and docs/CHOICES.md's
-table. Only torch is imported: rsg/ stays a plug-in.
+paper's form of each is in rsg/module.py; the list, with the reason for each, is docs/CHOICES.md's
+table ("The authors' code as a switch"). Only torch is imported: rsg/ stays a plug-in.
 """
 
 from __future__ import annotations

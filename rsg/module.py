@@ -19,11 +19,15 @@ h and T run in the input's dtype promoted with RSG's parameters' dtype (a bf16 i
 RSG: float32), then as autocast sets; rsg.attach puts RSG in the network's device and dtype.
 
 variant="paper" (the default) implements the paper's equations; variant="authors" the authors'
-code where it departs from them (REFERENCE section 5, rsg/authors.py, docs/CHOICES.md).
+code where it departs from them (rsg/authors.py; docs/CHOICES.md, "The authors' code as a switch").
+
+What a training loop asks of RSG (its losses' names and weights, its statistics, its phases) is
+declared in rsg/contract.py; `RSG.arguments_from` turns a config's RSG section into RSG's arguments.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Optional, Sequence
 
@@ -33,6 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rsg.authors import Departures, init_like_authors, mv_direction_rows, mv_length_rows, pair_like_authors
+from rsg.contract import LOSS_NAMES, MV_TERMS, generates, has_setting, setting, trained_modules
 
 GENERATION_MODES = ("transform", "rare_center", "direct")
 
@@ -103,8 +108,9 @@ def check_arguments(in_channels, num_classes, frequent_classes, num_centers, con
         beta_fits = False
     if not beta_fits:
         raise ValueError(f"transfer_strength must be a finite number > 0 (beta), got {transfer_strength!r}")
-    if len(tuple(mv_terms)) != 3:
-        raise ValueError(f"mv_terms must be 3 booleans, one per term of L_MV (Eq. 6), got {tuple(mv_terms)}")
+    if len(tuple(mv_terms)) != len(MV_TERMS):
+        raise ValueError(f"mv_terms must be {len(MV_TERMS)} booleans, one per term of L_MV (Eq. 6: "
+                         f"{', '.join(MV_TERMS)}), got {tuple(mv_terms)}")
     if generation not in GENERATION_MODES:
         raise ValueError(f"generation must be one of {GENERATION_MODES}, got {generation!r}")
 
@@ -136,8 +142,8 @@ class RSG(nn.Module):
     """
 
     # The keys of the loss dict `forward` returns: L_CESC (Eq. 3, with the contrastive loss before
-    # T_th) and L_MV (Eq. 6). A training loop weights them (Eq. 7: lambda1, lambda2) and adds them.
-    loss_names = ("cesc", "mv")
+    # T_th) and L_MV (Eq. 6). A training loop weights them (Eq. 7: rsg.contract.loss_weights) and adds them.
+    loss_names = LOSS_NAMES
 
     def __init__(
         self,
@@ -187,6 +193,31 @@ class RSG(nn.Module):
             init_like_authors(self)
         self.set_epoch(0)
 
+    @classmethod
+    def arguments_from(cls, section, class_counts: Sequence[int]) -> dict:
+        """The arguments of `cls` but in_channels (the network's), from a config's RSG section (an object
+        with the settings as attributes, or a mapping) and the training class counts: num_classes and
+        frequent_classes from the counts and the section's frequent_ratio (alpha); every other argument
+        from the setting of its name, where the section has one (else the argument's default). A new
+        argument, a subclass's too, is read the same way: a new setting is one argument and one key."""
+        arguments = {"num_classes": len(class_counts),
+                     "frequent_classes": frequent_classes_from_counts(class_counts, setting(section, "frequent_ratio"))}
+        for name in cls.argument_names():
+            if name not in arguments and name != "in_channels" and has_setting(section, name):
+                arguments[name] = setting(section, name)
+        return arguments
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """The named arguments of the constructors of `cls` and of its bases down to RSG."""
+        names = []
+        for klass in cls.__mro__:
+            if issubclass(klass, RSG) and "__init__" in vars(klass):
+                for parameter in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+                    if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                        names += [parameter.name] if parameter.name not in names else []
+        return names
+
     # -- phase -------------------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
@@ -199,12 +230,13 @@ class RSG(nn.Module):
         set changes: engine/runtime.py's PhaseAwareDDP).
         """
         self.epoch = epoch
-        self.transform.requires_grad_(self.generating and self.generation != "direct")
-        self.contrastive.requires_grad_(not self.generating)
+        trained = trained_modules(epoch, self.threshold_epoch, self.generation)    # the phase rule
+        self.transform.requires_grad_("transform" in trained)
+        self.contrastive.requires_grad_("contrastive" in trained)
 
     @property
     def generating(self) -> bool:
-        return self.epoch >= self.threshold_epoch
+        return generates(self.epoch, self.threshold_epoch)
 
     # -- forward -----------------------------------------------------------------------------------
 
@@ -216,8 +248,7 @@ class RSG(nn.Module):
         zero losses).
         """
         if not self.training or targets is None:
-            zero = features.new_zeros(())
-            return features, targets, {"cesc": zero, "mv": zero}
+            return features, targets, dict.fromkeys(self.loss_names, features.new_zeros(()))
         self.check_batch(features, targets)
         self.diagnostics = {}
         if len(features) == 0:                  # the shape is on the host: no synchronisation
@@ -242,7 +273,7 @@ class RSG(nn.Module):
 
     def check_batch(self, features, targets) -> None:
         """A ValueError naming what RSG cannot use, before torch fails somewhere inside. Shapes, dtypes
-        and devices are on the host: no synchronisation (the labels' values are not checked)."""
+        and devices are on the host: no synchronisation; the labels' values: `check_label_range`."""
         if not (torch.is_tensor(features) and features.dim() == 4 and features.shape[1] == self.in_channels
                 and features.is_floating_point()):
             raise ValueError(f"RSG: features must be floating-point (N, C, H, W) feature maps with C = in_channels "
@@ -254,6 +285,19 @@ class RSG(nn.Module):
             raise ValueError(f"RSG: targets must be int64 (or int32) class indices; got {describe(targets)}")
         if targets.device != features.device:
             raise ValueError(f"RSG: targets must be on the features' device, {features.device}; got {describe(targets)}")
+        self.check_label_range(targets)
+
+    def check_label_range(self, targets) -> None:
+        """Labels in [0, num_classes): an index out of range would pick another class's centers or
+        fail deep inside. Checked where the values are on the host (a CPU tensor); on an accelerator
+        reading them would make every step wait for the device, so there the indexing kernels catch
+        them (a device-side assertion)."""
+        if targets.device.type != "cpu" or len(targets) == 0:
+            return
+        low, high = targets.aminmax()
+        if low < 0 or high >= self.num_classes:
+            raise ValueError(f"RSG: targets must be class indices in [0, num_classes = {self.num_classes}); got "
+                             f"labels from {int(low)} to {int(high)}")
 
     def empty_batch_losses(self) -> dict:
         """Zero losses for a batch without samples, where Eq. 5's mean over the batch is 0/0. Like the
@@ -357,24 +401,26 @@ class RSG(nn.Module):
         the contrastive term on [x_freq, T(x_fd-freq)] (departure mv_pair).
         """
         loss = transformed.new_zeros(())
-        use_direction, use_length, use_contrast = self.mv_terms
+        for name, kept in zip(MV_TERMS, self.mv_terms):
+            if kept:
+                term = self.mv_term(name, transformed, fd_frequent, fd_rare, x_frequent)
+                self._record(f"mv_{name}", term)
+                loss = loss + term
+        return loss
+
+    def mv_term(self, name: str, transformed, fd_frequent, fd_rare, x_frequent) -> torch.Tensor:
+        """The term `name` of Eq. 6 (rsg.contract.MV_TERMS)."""
         rows = self.departures.mv_rows
-        if use_direction:
-            direction = (mv_direction_rows if rows else mv_direction)(transformed, fd_rare)
-            self._record("mv_direction", direction)
-            loss = loss + direction
-        if use_length:
-            length = (mv_length_rows if rows else mv_length)(transformed, fd_frequent)
-            self._record("mv_length", length)
-            loss = loss + length
-        if use_contrast:
+        if name == "direction":
+            return (mv_direction_rows if rows else mv_direction)(transformed, fd_rare)
+        if name == "length":
+            return (mv_length_rows if rows else mv_length)(transformed, fd_frequent)
+        if name == "contrast":
             pair = (x_frequent, transformed) if self.departures.mv_pair else (transformed, fd_rare)
             logits = self.frozen_contrastive(*pair)
             different = torch.full((len(logits),), DIFFERENT_CLASS, device=logits.device)
-            contrast = F.cross_entropy(logits, different)                       # -<log gamma*>
-            self._record("mv_contrast", contrast)
-            loss = loss + contrast
-        return loss
+            return F.cross_entropy(logits, different)                             # -<log gamma*>
+        raise ValueError(f"no term {name!r} in L_MV; its terms: {', '.join(MV_TERMS)}")
 
     def frozen_contrastive(self, first, second) -> torch.Tensor:
         """The contrastive module with detached weights: gradient reaches its inputs, not itself."""
@@ -382,20 +428,9 @@ class RSG(nn.Module):
         return functional_call(self.contrastive, weights, (first, second))
 
     # -- diagnostics -------------------------------------------------------------------------------
-    # What `self.diagnostics` holds after a training forward: detached tensors on the features'
-    # device, from tensors the step computes anyway (no host synchronisation). Scalars:
-    #   center_loss, contrastive_loss    the two terms of L_CESC (Eq. 5; the second before T_th)
-    #   contrastive_accuracy             h's accuracy on its same/different-class pairs (before T_th)
-    #   mv_direction, mv_length, mv_contrast   the three terms of L_MV (Eq. 6; from T_th, kept terms)
-    #   assignment_entropy               mean entropy of gamma (Eq. 1) per sample, in nats
-    #   norm_rare, norm_generated        mean channel norm per position of the real rare samples the
-    #                                    generated ones start from, and of the generated samples
-    #   norm_fd_rare, norm_fd_frequent, norm_transformed   the same for x_fd-rare, x_fd-freq, T(x_fd-freq)
-    #   spread_generated                 mean distance of the generated samples to their rare sample's
-    #                                    center up(C_K); the real rare samples' is norm_fd_rare (Eq. 3)
-    #   cosine_transformed_rare          mean cosine between T(x_fd-freq) and x_fd-rare
-    # and per class (num_classes, K): assignment_mass (sum of gamma), assignment_argmax (how many
-    # samples have each center as their most probable one).
+    # What `self.diagnostics` holds after a training forward: the statistics of
+    # rsg.contract.SCALAR_DIAGNOSTICS and CLASS_DIAGNOSTICS (their meanings are there), detached, on
+    # the features' device, from tensors the step computes anyway (no host synchronisation).
 
     def _record(self, name: str, value) -> None:
         """Store a detached statistic; `value` may be a callable, evaluated only when recording."""

@@ -16,6 +16,7 @@ import sys
 
 import torch
 
+import engine.build as engine_build
 import engine.run as engine_run
 from core.errors import UserError
 from engine.config import load_config
@@ -42,18 +43,18 @@ def without_batch_norm(build_model):
 
 
 def one_step(cfg, out):
-    engine_run.build_model = without_batch_norm(engine_run.build_model)
+    engine_build.build_model = without_batch_norm(engine_build.build_model)
     ctx, device = init_distributed(cfg.train.device)
     device = device or resolve_device(cfg.train.device)
-    run = engine_run.build_run(cfg, ctx, device, resuming=False)
-    run.sampler.set_epoch(0)
+    run = engine_build.build_run(cfg, ctx, device, resuming=False)
+    run.data.sampler.set_epoch(0)
     run.model.set_epoch(0)
     if ctx.is_main:
         torch.save({k: v.clone() for k, v in run.model.state_dict().items()}, os.path.join(out, "initial.pt"))
-    images, targets = next(iter(run.train_loader))
-    training_step(run.ddp.for_current_phase(), run.criterion, run.optimizer, images, targets, None,
+    images, targets = next(iter(run.data.train_loader))
+    training_step(run.trainer.network.for_current_phase(), run.trainer.criterion, run.trainer.optimizer, images, targets, None,
                   loss_weights(run.cfg))
-    test_set = run.test_set.subset(list(range(ODD_TEST_SIZE)))
+    test_set = run.data.test_set.subset(list(range(ODD_TEST_SIZE)))
     loader = build_eval_loader(cfg, test_set, device, ctx)        # train.py's and eval.py's evaluation loader
     predictions, labels = predict(run.model, loader, device)
     if ctx.is_main:
@@ -94,13 +95,13 @@ class FailsOnRank1(torch.nn.Module):
 
 @reports_user_errors
 def fail_on_rank_1(cfg):
-    build_loss, learning_rate = engine_run.build_loss, engine_run.learning_rate
+    build_loss, learning_rate = engine_build.build_loss, engine_run.learning_rate
 
     def tracking_learning_rate(epoch, optim_cfg, *total_epochs):   # called once at the start of every epoch
         FailsOnRank1.epoch = epoch
         return learning_rate(epoch, optim_cfg, *total_epochs)
 
-    engine_run.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
+    engine_build.build_loss = lambda cfg, counts: FailsOnRank1(build_loss(cfg, counts))
     engine_run.learning_rate = tracking_learning_rate
     engine_run.fit(cfg)
     return 0

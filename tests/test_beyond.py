@@ -216,20 +216,20 @@ def stage_config(tmp_path, parent: str, stage: str, **sections) -> str:
 
 def build_stage_run(path: str):
     from engine.distributed import DistributedContext
-    from engine.run import build_run
-    from engine.stage import record_parent
+    from engine.build import build_run
+    from engine.stage import load_first_stage
 
     cfg = load_config(path)
-    parent = record_parent(cfg)
-    return build_run(cfg, DistributedContext(), torch.device("cpu"), resuming=False, parent_state=parent), parent
+    parent = load_first_stage(cfg)
+    return build_run(cfg, DistributedContext(), torch.device("cpu"), resuming=False, first_stage=parent), parent
 
 
 def one_step(run):
     from engine.loop import loss_weights, training_step
 
     run.model.train()
-    images, targets = next(iter(run.train_loader))
-    training_step(run.model, run.criterion, run.optimizer, images, targets, None, loss_weights(run.cfg))
+    images, targets = next(iter(run.data.train_loader))
+    training_step(run.model, run.trainer.criterion, run.trainer.optimizer, images, targets, None, loss_weights(run.cfg))
 
 
 def snapshot(model) -> dict:
@@ -314,11 +314,11 @@ def test_stage_settings_are_checked(first_stage, tmp_path):
 @pytest.mark.slow
 def test_a_stage_in_its_parents_folder_is_refused(first_stage, tmp_path):
     """Its --overwrite would clear the parent's run files (last.pt among them)."""
-    from engine.stage import record_parent
+    from engine.stage import load_first_stage
 
     cfg = load_config(stage_config(tmp_path, first_stage, "crt"), [f"output_dir={os.path.dirname(first_stage)}"])
     with pytest.raises(UserError, match="output_dir.*folder of the stage's parent"):
-        record_parent(cfg)
+        load_first_stage(cfg)
 
 
 @pytest.mark.parametrize("override, key", [

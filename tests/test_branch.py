@@ -16,7 +16,8 @@ from engine.branch import BRANCH_FILE, branch_conflicts, prepare_branch, start_b
 from engine.checkpoint import file_sha256, load_checkpoint
 from engine.config import config_to_dict, load_config
 from engine.distributed import DistributedContext
-from engine.run import build_run, fit
+from engine.build import build_run
+from engine.run import fit
 
 # Every test uses the module's trained parent run (several seconds to set up).
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_branch_without_rsg_keeps_the_backbone_and_trains(parent):
                                             torch.device("cpu"), resuming=True).model.named_parameters()]
     for index, (name, _) in enumerate(run.model.named_parameters()):
         expected = state["optimizer"]["state"][parent_names.index(name)]["momentum_buffer"]
-        assert torch.equal(run.optimizer.state_dict()["state"][index]["momentum_buffer"], expected)
+        assert torch.equal(run.trainer.optimizer.state_dict()["state"][index]["momentum_buffer"], expected)
     with torch_globals_restored():
         report = fit(cfg, branch_from=parent["threshold"])
     last = load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-import engine.run as engine_run
+import engine.build as engine_build
 from conftest import (ROOT, SCRIPT_ENV, TINY_COUNTS, TINY_STEPS_PER_EPOCH, read_jsonl, run_script, script_command,
                       tiny_config_dict, torch_globals_restored, write_config)
 from core.errors import UserError
@@ -285,7 +285,7 @@ class WrappedLoss(nn.Module):
 def patch_loss(monkeypatch, before_call):
     def build(cfg, counts):
         return WrappedLoss(build_loss(cfg, counts), before_call)
-    monkeypatch.setattr(engine_run, "build_loss", build)
+    monkeypatch.setattr(engine_build, "build_loss", build)
 
 
 @pytest.mark.slow
@@ -346,7 +346,7 @@ def test_stop_mid_epoch_saves_and_resume_finishes(make_tiny_config, monkeypatch,
     assert info.value.code == 128 + signal.SIGTERM
     state = load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))
     assert (state["epoch"], state["step"]) == (1, 2)
-    monkeypatch.setattr(engine_run, "build_loss", build_loss)
+    monkeypatch.setattr(engine_build, "build_loss", build_loss)
     fit(load_config(path), resume="auto")
     state = load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))
     assert (state["epoch"], state["step"]) == (3, 0)
@@ -360,7 +360,7 @@ def test_stop_on_last_step_of_epoch_then_resume(make_tiny_config, monkeypatch, r
     patch_loss(monkeypatch, stop_at(TINY_STEPS_PER_EPOCH))          # epoch 0, its last step
     with pytest.raises(SystemExit):
         fit(cfg)
-    monkeypatch.setattr(engine_run, "build_loss", build_loss)
+    monkeypatch.setattr(engine_build, "build_loss", build_loss)
     fit(load_config(path), resume="auto")
     state = load_checkpoint(os.path.join(cfg.output_dir, "last.pt"))
     assert (state["epoch"], state["step"]) == (2, 0)

@@ -179,7 +179,7 @@ def test_the_per_epoch_loader_and_eval_py_share_one_builder(old_checkpoint):
     """train.py's build_loaders takes its evaluation loader from engine.evaluation.build_eval_loader."""
     from data.samplers import ShardSampler
     from engine.distributed import DistributedContext
-    from engine.run import build_loaders
+    from engine.build import build_loaders
 
     state = load_checkpoint(old_checkpoint)
     cfg = config_from_dict(state["config"])

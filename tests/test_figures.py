@@ -107,7 +107,7 @@ def test_binned_means_on_a_log_axis():
 
 @pytest.mark.slow
 def test_runs_write_their_hparams_to_tensorboard(runs):
-    """Config keys and final metrics, for TensorBoard's HPARAMS view (engine.run.MetricsLog.hparams)."""
+    """Config keys and final metrics, for TensorBoard's HPARAMS view (engine.metrics_log.MetricsLog.hparams)."""
     import json
 
     from tensorboard.plugins.hparams import plugin_data_pb2

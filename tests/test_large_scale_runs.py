@@ -32,7 +32,7 @@ def make_fake(root):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three train.py runs at once: the shrunk recipe; the same with a corrupt validation image and 2
-    workers (a missing one is found before training, engine/run.py); a digits run (a dataset
+    workers (a missing one is found before training, engine/build.py); a digits run (a dataset
     without a validation split). name -> (output_dir, CompletedProcess)."""
     tmp = tmp_path_factory.mktemp("large_scale")
     make_fake(tmp / "fake")

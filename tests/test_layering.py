@@ -85,7 +85,8 @@ def test_rsg_imports_only_torch():
         roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         roots |= {node.module.split(".")[0] for node in ast.walk(tree)
                   if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
-        assert roots <= {"torch", "rsg", "__future__", "typing", "dataclasses", "math", "collections", "functools"}, path
+        assert roots <= {"torch", "rsg", "__future__", "typing", "dataclasses", "math", "collections", "functools",
+                         "inspect"}, path
 
 
 @pytest.mark.slow

@@ -37,3 +37,24 @@ def test_old_checkpoint_evaluates_to_its_recorded_per_class_accuracy(tmp_path):
     recorded = per_class_accuracy(OLD_CSV)
     assert per_class_accuracy(str(output)) == recorded
     assert any(accuracy not in ("0.0000", "100.0000") for _, accuracy in recorded.values())  # not degenerate
+
+
+def test_old_checkpoint_resumes_and_keeps_its_fields(tmp_path):
+    """Resume loads the old file's model, optimizer and scaler states by their keys (strict), trains
+    one more epoch, and writes every field the old file had."""
+    from conftest import torch_globals_restored
+    from engine.checkpoint import load_checkpoint
+    from engine.config import config_from_dict
+    from engine.run import fit
+
+    old = load_checkpoint(OLD_CHECKPOINT)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(OLD_CHECKPOINT, folder / "last.pt")
+    cfg = config_from_dict(old["config"], [f"output_dir={folder}", f"train.epochs={old['epoch'] + 1}"])
+    with torch_globals_restored():
+        fit(cfg, resume="auto")
+    resumed = load_checkpoint(str(folder / "last.pt"))
+    assert resumed["epoch"] == old["epoch"] + 1
+    assert set(old) <= set(resumed) and set(old["model"]) == set(resumed["model"])
+    assert set(old["optimizer"]["state"]) == set(resumed["optimizer"]["state"])

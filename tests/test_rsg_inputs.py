@@ -83,6 +83,8 @@ def good_batch():
     ("targets", lambda x, y: (x, y.bool())),                                # a mask, not labels
     ("targets", lambda x, y: (x, y.to(torch.uint8))),                       # uint8 indexes as a mask
     ("targets", lambda x, y: (x, y.to("meta"))),                            # another device
+    ("targets", lambda x, y: (x, y - 1)),                                   # a negative label
+    ("targets", lambda x, y: (x, y + NUM_CLASSES - 3)),                     # a label = num_classes
 ])
 @pytest.mark.parametrize("epoch", [0, THRESHOLD])
 def test_rsg_refuses_features_and_targets_it_cannot_use_naming_them(argument, change, epoch):

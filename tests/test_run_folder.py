@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.run as engine_run
+import engine.build as engine_build
 from conftest import (PYTHON, ROOT, SCRIPT_ENV, TINY_STEPS_PER_EPOCH, error_lines, read_jsonl, run_script, run_scripts,
                       script_command, snapshot, tiny_config_dict, write_config)
 from core.errors import UserError
@@ -275,7 +275,7 @@ class LossHook(torch.nn.Module):
 
 
 def patch_loss(monkeypatch, before_call):
-    monkeypatch.setattr(engine_run, "build_loss", lambda cfg, counts: LossHook(build_loss(cfg, counts), before_call))
+    monkeypatch.setattr(engine_build, "build_loss", lambda cfg, counts: LossHook(build_loss(cfg, counts), before_call))
 
 
 def last_log_line(cfg) -> str:
@@ -443,7 +443,7 @@ def test_a_resumed_partial_epoch_is_marked_partial(tmp_path, monkeypatch, restor
     patch_loss(monkeypatch, lambda call, loss: (os.kill(os.getpid(), signal.SIGTERM), loss)[1] if call == 2 else loss)
     with pytest.raises(SystemExit):
         fit(cfg)
-    monkeypatch.setattr(engine_run, "build_loss", build_loss)
+    monkeypatch.setattr(engine_build, "build_loss", build_loss)
     fit(cfg, resume="auto")
     records = read_jsonl(os.path.join(cfg.output_dir, "metrics.jsonl"))
     assert records[0]["partial"] == {"from_step": 2, "steps": TINY_STEPS_PER_EPOCH}

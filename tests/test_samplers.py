@@ -172,7 +172,7 @@ class LabelsOnly(torch.utils.data.Dataset):
 
 
 def test_build_loaders_uses_the_configured_sampler_without_loading_images():
-    from engine.run import build_loaders
+    from engine.build import build_loaders
 
     cfg = config_from_dict({"data": {"sampler": "drs", "resample_start": 0, "batch_size": 32, "num_workers": 0}})
     dataset = LabelsOnly(TARGETS)

@@ -39,7 +39,8 @@ from engine.diagnostics import find_rsg
 from engine.evaluation import build_eval_loader
 from engine.exits import reports_user_errors
 from engine.loop import loss_weights, training_step
-from engine.run import build_loaders, build_optimizer, fit
+from engine.build import build_loaders, build_optimizer
+from engine.run import fit
 from engine.runtime import Precision, prepare_model, resolve_device
 from losses import build_loss
 from models import build_model

@@ -19,17 +19,17 @@ from core.errors import UserError
 from engine.exits import reports_user_errors
 from engine.metrics import SHOT_GROUPS, shot_group
 from engine.run_folder import METRICS_FILE, metrics_records, training_counts
+from rsg import MV_TERMS
 from tools.figures import read_run_config, require_pyplot, save_figure
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
 RIGHT_AXIS = {"rsg_contrastive_accuracy"}   # a fraction in [0, 1], beside counts of centers
-PANELS = (  # (title, [(metrics key in record["train"], legend label)])
+PANELS = (  # (title, [(metrics key in record["train"]: rsg_ and a name of rsg.SCALAR_DIAGNOSTICS, legend label)])
     ("L_CESC terms (Eq. 5), log scale", [("rsg_center_loss", "center"), ("rsg_contrastive_loss", "contrastive")]),
     ("centers used; h's pair accuracy (right axis)", [("rsg_centers_used", "centers used per class (exp entropy)"),
                                                       ("rsg_centers_used_min", "fewest centers of a class"),
                                                       ("rsg_contrastive_accuracy", "h accuracy on its pairs")]),
-    ("L_MV terms (Eq. 6), log scale", [("rsg_mv_direction", "direction"), ("rsg_mv_length", "length"),
-                                       ("rsg_mv_contrast", "contrast")]),
+    ("L_MV terms (Eq. 6), log scale", [(f"rsg_mv_{term}", term) for term in MV_TERMS]),
     ("mean channel norm per position", [("rsg_norm_rare", "real rare"), ("rsg_norm_generated", "generated"),
                                         ("rsg_norm_fd_rare", "x_fd-rare (rare spread)"),
                                         ("rsg_norm_transformed", "T(x_fd-freq)"),

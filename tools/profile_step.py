@@ -5,7 +5,7 @@ for the host.
     python scripts/profile_step.py --config configs/fast/cifar10_lt_ldam_drw_rsg_r100.yaml [--steps 10] \
         [--trace-dir DIR] [key=value ...]
 
-The run is built as train.py builds it (engine.run.build_run: the config's loader, model, loss,
+The run is built as train.py builds it (engine.build.build_run: the config's loader, model, loss,
 optimizer, precision); each phase sets its epoch (start_epoch_state: lr, class weights, RSG's phase),
 runs `--warmup` steps, then profiles `--steps` steps of engine.loop.training_step. On a GPU the ops
 are ranked by their own device time and the device's idle time between kernels is reported (the
@@ -29,7 +29,8 @@ from engine.config import load_config
 from engine.distributed import DistributedContext
 from engine.exits import reports_user_errors
 from engine.loop import loss_weights, training_step
-from engine.run import build_run, start_epoch_state
+from engine.build import build_run
+from engine.run import start_epoch_state
 from engine.runtime import resolve_device, set_determinism
 
 # CUDA runtime calls in which the host waits for the device (a blocking copy is cudaMemcpyAsync
@@ -45,7 +46,7 @@ def synchronize(device: torch.device) -> None:
 def batches_of(run):
     """The training loader's batches, again and again (more steps than an epoch has)."""
     while True:
-        yield from run.train_loader
+        yield from run.data.train_loader
 
 
 def profile_phase(run, epoch: int, steps: int, warmup: int):
@@ -58,8 +59,9 @@ def profile_phase(run, epoch: int, steps: int, warmup: int):
     def step():
         images, targets = next(batches)
         images, targets = images.to(run.device, non_blocking=True), targets.to(run.device, non_blocking=True)
-        return training_step(run.model, run.criterion, run.optimizer, images, targets, weights, terms,
-                             run.precision)[2]
+        trainer = run.trainer
+        return training_step(run.model, trainer.criterion, trainer.optimizer, images, targets, weights, terms,
+                             trainer.precision)[2]
 
     for _ in range(warmup):
         step()

@@ -30,12 +30,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from data.imbalance import imbalanced_counts
-from rsg import RSG, frequent_classes_from_counts
+from rsg import RSG
 
 # classes, n_max, rho (exponential stand-ins for the real profiles: ImageNet-LT 1280..5,
 # Places-LT 4980..5, iNaturalist 2018 1000..2)
 RECIPES = {"imagenet_lt": (1000, 1280, 256), "places_lt": (365, 4980, 996), "inaturalist": (8142, 1000, 500)}
-CHANNELS, SIZE, CENTERS, CONTRASTIVE = 1024, 14, 15, 256
+CHANNELS, SIZE = 1024, 14
+# The large-scale recipes' RSG settings; generation from epoch 1, so that set_epoch(1) generates.
+SETTINGS = {"frequent_ratio": 0.2, "num_centers": 15, "contrastive_channels": 256, "transfer_strength": 1.0,
+            "threshold_epoch": 1}
 MIB = 2 ** 20
 
 
@@ -51,8 +54,7 @@ def parameter_groups(rsg: RSG) -> dict:
 def build_rsg(recipe: str) -> tuple[RSG, list]:
     classes, n_max, rho = RECIPES[recipe]
     counts = imbalanced_counts(n_max, classes, rho, "longtail")
-    rsg = RSG(CHANNELS, classes, frequent_classes_from_counts(counts, 0.2), num_centers=CENTERS,
-              contrastive_channels=CONTRASTIVE, transfer_strength=1.0, threshold_epoch=1)
+    rsg = RSG(CHANNELS, **RSG.arguments_from(SETTINGS, counts))
     return rsg, counts
 
 

@@ -24,11 +24,14 @@ import torch
 from core.errors import UserError
 from engine.exits import reports_user_errors
 from engine.runtime import seed_everything
-from rsg import RSG, Departures
+from data.imbalance import class_counts
+from rsg import MV_TERMS, RSG, Departures
 from tools.figures import training_batches
 from tools.plot_features import load_training_model
 
-TERMS = {"direction": (True, False, False), "length": (False, True, False), "contrastive": (False, False, True)}
+# Each term of L_MV alone (rsg.MV_TERMS), by its column in the table.
+TERMS = {column: tuple(term == kept for term in MV_TERMS)
+         for column, kept in zip(("direction", "length", "contrastive"), MV_TERMS)}
 
 
 def parse_args(argv=None):
@@ -59,12 +62,10 @@ def rsg_input(model, loader, batch_index: int):
     return captured["x"], captured["y"]
 
 
-def variant_like(trained: RSG, variant) -> RSG:
-    """An RSG of `variant` with the trained RSG's weights wherever the shapes agree."""
-    rsg = RSG(trained.in_channels, trained.num_classes, trained.is_frequent.nonzero().flatten().tolist(),
-              num_centers=trained.num_centers, contrastive_channels=trained.contrastive.linear.in_features,
-              transfer_strength=trained.transfer_strength, threshold_epoch=trained.threshold_epoch,
-              mv_terms=trained.mv_terms, generation=trained.generation, variant=variant)
+def variant_like(trained: RSG, variant, settings, counts) -> RSG:
+    """An RSG of `variant`, otherwise built as the trained one (from its config's RSG `settings` and the
+    training class `counts`), with the trained RSG's weights wherever the shapes agree."""
+    rsg = RSG(trained.in_channels, **RSG.arguments_from(settings, counts) | {"variant": variant})
     own = rsg.state_dict()
     shared = {k: v for k, v in trained.state_dict().items() if k in own and own[k].shape == v.shape}
     rsg.load_state_dict(shared, strict=False)
@@ -123,10 +124,11 @@ def main(argv=None) -> int:
     cfg, model, train_set, _ = load_training_model(args.checkpoint, overrides)
     seed_everything(args.seed)             # the batch's augmentation: the same batch on every call
     x, targets = rsg_input(model, training_batches(cfg, train_set, cfg.rsg.threshold_epoch), args.batch_index)
-    trained = model.rsg
-    variants = {"paper": variant_like(trained, "paper"), "authors": variant_like(trained, "authors")}
+    trained, counts = model.rsg, class_counts(train_set.targets, train_set.num_classes)
+    variants = {name: variant_like(trained, name, cfg.rsg, counts) for name in ("paper", "authors")}
     for field in fields(Departures):
-        variants[f"paper + {field.name} only"] = variant_like(trained, Departures(**{field.name: True}))
+        variants[f"paper + {field.name} only"] = variant_like(trained, Departures(**{field.name: True}), cfg.rsg,
+                                                               counts)
     rows = {name: measure(rsg, x, targets, args.seed) for name, rsg in variants.items()}
     frequent = int(trained.is_frequent[targets].sum())
     print(f"{cfg.name}: batch {args.batch_index} of epoch {cfg.rsg.threshold_epoch}, RSG input "
