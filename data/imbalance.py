@@ -1,7 +1,8 @@
 """Per-class sample counts for imbalanced training sets, and which samples make them up.
 
-The counts follow REFERENCE section 1 (long-tailed or step profile). Which images of a class are
-kept is `data.subset` (REFERENCE section 1; the paper's tables mix two of them):
+The counts follow the paper's section 4, "Datasets" (long-tailed or step profile, rho = n_max / n_min).
+Which images of a class are kept is `data.subset` (the paper's tables mix two of them;
+docs/REPRODUCTION.md, "Which CIFAR training subset each number came from"):
 
 - first: the first n_i images of each class in the original file order. The RSG authors' code
   does this (its per-class shuffle is commented out): the paper's RSG rows were trained on it.

@@ -1,9 +1,10 @@
 """Split-list datasets: ImageNet-LT, Places-LT, iNaturalist 2018, and any `path label` lists.
 
 A list file has one `relative/path/to/image.jpg <integer label>` per line, paths relative to
-`data.root` (REFERENCE section 4). iNaturalist 2018 may instead be read from its official JSON
-(train2018.json / val2018.json: images[i].file_name, annotations[j].category_id, matched by
-image id). Labels and class counts come from the lists alone; no image is opened until training.
+`data.root` (docs/CHOICES.md, "Where the recipes and file formats come from"). iNaturalist 2018 may
+instead be read from its official JSON (train2018.json / val2018.json: images[i].file_name,
+annotations[j].category_id, matched by image id). Labels and class counts come from the lists
+alone; no image is opened until training.
 
 Checked when the lists are read, each failure a UserError naming the file and line:
 a malformed line, a label outside [0, num_classes), a class without training images, and a

@@ -1,7 +1,8 @@
 """Image transforms: the training augmentation presets of `data.transform` and evaluation
 preprocessing, for PIL images (`data.decoder: pil`) or uint8 tensors (`data.decoder: torchvision`).
 
-Presets (REFERENCE section 3):
+Presets (the paper's section 4, "Implementation details"; the jitter: docs/CHOICES.md, "Where the
+recipes and file formats come from"):
     pad_crop_flip        zero-pad, random crop, flip: CIFAR and digits
     resized_crop         RandomResizedCrop, flip: Places-LT
     resized_crop_jitter  RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4, 0): ImageNet-LT, iNaturalist

@@ -14,7 +14,9 @@ from test_tables import fake_run, table_script
 from conftest import ROOT
 from engine.config import load_config
 from tools import collect_results as collector
-from tools.paper_tables import get_table, plan, run_dir
+from tools.paper_tables import plan
+from tools.run_layout import run_dir
+from tools.table_index import get_table
 
 STAGES = {"crt": "crt", "tau_norm": "tau_norm", "lws": "lws"}
 

@@ -1,4 +1,5 @@
-"""A run that continues a checkpoint may change only what has not acted yet (issue 22, item 5):
+"""A run that continues a checkpoint may change only what has not acted yet (docs/USAGE.md,
+"Resuming, stopping, failures"):
 `--resume auto` refuses a change to what was computed, naming the keys, and allows where and how
 fast it runs and more epochs; the table runner and the paired runner name the finished runs that
 differ from the config they were asked for instead of reporting them done."""
@@ -11,8 +12,10 @@ from test_tables import fake_run
 from conftest import snapshot, tiny_config_dict, write_config
 from core.errors import UserError
 from engine.config import load_config
-from tools.paper_tables import get_table, plan, run_dir
-from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_commands, pair_folders
+from tools.pair_plan import pair_commands
+from tools.paper_tables import plan
+from tools.run_layout import SHARED_STAGE_SUFFIX, pair_folders, run_dir
+from tools.table_index import get_table
 
 
 def conflicting_keys(old: dict, epoch: int, *overrides, branch=False, **sections) -> list[str]:

@@ -1,4 +1,4 @@
-"""eval.py's one evaluation path (issue 12): the loader train.py uses (data.loader device too),
+"""eval.py's one evaluation path (docs/USAGE.md, "Evaluation"): the loader train.py uses (data.loader device too),
 only the evaluated split built, and the JSON report beside the per-class CSV, agreeing with it and
 with the printed table. Checkpoints: the old fixture (a trained digits model) and untrained models
 saved as train.py saves them, so that no test trains."""

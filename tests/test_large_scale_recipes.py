@@ -1,4 +1,5 @@
-"""The ImageNet-LT, Places-LT and iNaturalist 2018 configs hold the recipes of REFERENCE section 3."""
+"""The ImageNet-LT, Places-LT and iNaturalist 2018 configs hold the recipes of the paper's section 4
+(docs/CHOICES.md, "Where the recipes and file formats come from")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every registered loss against a direct computation, the class-weight and lr schedules, and one
-short training run per loss (issue 3: the losses of Tables 1 and 6)."""
+short training run per loss (the losses of the paper's Tables 1 and 6)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,10 @@ from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from tools import collect_results as collector
 from tools import plot_rsg_diagnostics, rsg_pair
-from tools.paper_tables import get_table, plan_paired
-from tools.rsg_pair import SHARED_STAGE_SUFFIX, pair_commands, pair_folders
+from tools.pair_plan import pair_commands
+from tools.paper_tables import plan_paired
+from tools.run_layout import SHARED_STAGE_SUFFIX, pair_folders
+from tools.table_index import get_table
 
 SECTIONS = dict(train={"epochs": 3, "eval_every": 1}, rsg={"threshold_epoch": 2}, loss={"reweight_start": 2},
                 optim={"lr": 0.05, "warmup_epochs": 1, "milestones": [2], "decay": 0.1})

@@ -1,5 +1,5 @@
 """Adding a backbone or a loss is one registered function plus a config (docs/DESIGN.md, "Names: one
-registry each"): a toy of each, registered here, passes the config's checks and trains (issue 12)."""
+registry each"): a toy of each, registered here, passes the config's checks and trains."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_frequent_classes_are_the_most_populated_with_ties_to_the_lower_index():
     assert frequent_classes_from_counts([5, 50, 7, 50, 50, 1], 0.5) == [1, 3, 4]
     assert frequent_classes_from_counts([10, 20, 20, 5], 0.5) == [1, 2]
     assert frequent_classes_from_counts([3, 9, 9, 9], 0.25) == [1]
-    # CIFAR-10-LT with alpha 0.2: classes 0 and 1 (REFERENCE section 2).
+    # CIFAR-10-LT with alpha 0.2 (the paper's section 4): classes 0 and 1.
     assert frequent_classes_from_counts([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], 0.2) == [0, 1]
 
 

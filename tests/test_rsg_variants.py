@@ -214,7 +214,7 @@ def test_mv_contrastive_pair_of_the_code():
 
 
 @pytest.mark.parametrize("frequent, rare, beta, paper_count, code_count", [
-    (3, 10, 1.0, 10, 9),      # REFERENCE section 5's example: the roles swapped
+    (3, 10, 1.0, 10, 9),      # docs/CHOICES.md's s_new example: the roles swapped
     (10, 3, 1.0, 9, 9),
     (4, 10, 0.01, 10, 4),     # step recipe (beta 0.01): one segment of all frequent samples
     (10, 4, 0.01, 4, 4),

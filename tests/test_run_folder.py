@@ -1,5 +1,5 @@
 """A run folder is the user's results: one owner, a lock, nothing written before the run is built,
-every failure one line in the terminal and in train.log (issue 11, items 1-10)."""
+every failure one line in the terminal and in train.log (docs/USAGE.md, "Run folders")."""
 
 from __future__ import annotations
 

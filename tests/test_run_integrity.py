@@ -1,4 +1,4 @@
-"""Nothing a user does loses a run or splices two (issue 22, items 1-4 and 10-12): eval.py writes only
+"""Nothing a user does loses a run or splices two (docs/USAGE.md, "Run folders"): eval.py writes only
 its own files, --overwrite clears every file a run writes, a folder is the same folder however its
 path is spelled, a metrics.jsonl line cut by a crash is dropped and reported, a broken parent is
 refused before anything is written, and an early Ctrl-C ends in one line."""

@@ -1,5 +1,5 @@
 """Training samplers: the shuffle and deferred re-sampling (DRS), as pure functions of (seed, epoch),
-their config path, and their place in the training loader (issue 3)."""
+their config path, and their place in the training loader."""
 
 from __future__ import annotations
 

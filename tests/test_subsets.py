@@ -1,10 +1,11 @@
 """data.subset: which n_i images of each class make the imbalanced CIFAR training set.
 
 `ldam_drw` is checked index for index against Cao et al.'s procedure (imbalance_cifar.py of
-kaidic/LDAM-DRW, REFERENCE section 1) written out below with numpy's global generator, exactly as
-that file runs it; `first` against the RSG authors' version of the same file (shuffle commented
-out). The CIFAR files are generated here, with the labels in a random order and every image
-carrying its own index in its first pixels, so an image names the file position it came from.
+kaidic/LDAM-DRW; docs/REPRODUCTION.md, "Which CIFAR training subset each number came from") written
+out below with numpy's global generator, exactly as that file runs it; `first` against the RSG
+authors' version of the same file (shuffle commented out). The CIFAR files are generated here,
+with the labels in a random order and every image carrying its own index in its first pixels, so
+an image names the file position it came from.
 """
 
 from __future__ import annotations

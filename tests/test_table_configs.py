@@ -1,5 +1,5 @@
 """Every cell of Tables 1, 3, 5 and 6 listed in docs/REPRODUCTION.md names a config that exists and
-sets up that cell (issue 3). That every config, these included, loads and prints through train.py
+sets up that cell. That every config, these included, loads and prints through train.py
 is test_config.py's test_every_config_loads_and_prints."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from test_config import ALL_CONFIGS
 
 from conftest import ROOT
 from engine.config import load_config
-from tools.paper_tables import run_dir
+from tools.run_layout import run_dir
 
 # Rows per table: Table 1: 4 losses x w/o, w/ RSG x 4 datasets; Table 3: 6 rows x 4; Table 5: 3 x 4;
 # Table 6: 7 methods x 8 columns.

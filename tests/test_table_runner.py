@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, SCRIPT_ENV
 from tools.job_pool import available_cores
-from tools.paper_tables import run_dir
+from tools.run_layout import run_dir
 
 # Real tiny trainings, several at once, through a table script.
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Which CIFAR subset each paper number came from, the configs that say it, and --subset.
 
-Provenance (REFERENCE section 1): the paper's RSG rows were trained with the authors' code (first
+Provenance (docs/REPRODUCTION.md, "Which CIFAR training subset each number came from"): the paper's RSG rows were trained with the authors' code (first
 n_i per class); its baselines are Cao et al.'s published numbers (their shuffled subset).
 """
 
@@ -12,7 +12,8 @@ import pytest
 
 from engine.config import load_config
 from tests.conftest import ROOT, run_script
-from tools.paper_tables import SUBSET_FACET, TABLES, get_table  # noqa: E402
+from tools.table_index import get_table  # noqa: E402
+from tools.table_spec import SUBSET_FACET, TABLES  # noqa: E402
 
 CIFAR_TABLES = (1, 2, 3, 5, 6)
 

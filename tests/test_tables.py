@@ -22,7 +22,9 @@ from engine.evaluation import EvaluationReport, write_per_class_csv
 from engine.metrics import accuracy_report
 from tools import collect_results as collector
 from tools.beyond_tables import BEYOND_TABLES
-from tools.paper_tables import TABLES, get_table, run_dir
+from tools.run_layout import run_dir
+from tools.table_index import get_table
+from tools.table_spec import TABLES
 
 # runs per table: configs x default seeds (3 for CIFAR, 1 for Tables 7-9)
 EXPECTED_RUNS = {1: 4 * 8 * 3, 2: 5 * 8 * 3, 3: 6 * 4 * 3, 5: 3 * 4 * 3, 6: 7 * 8 * 3, 7: 8, 8: 2, 9: 4}

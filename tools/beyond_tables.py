@@ -1,4 +1,5 @@
-"""The "beyond" tables (issue 14): today's simple long-tail baselines, each without and with RSG.
+"""The "beyond" tables: today's simple long-tail baselines, each without and with RSG (docs/CHOICES.md,
+"Today's baselines and the decoupled classifier stage").
 
     bash scripts/table_beyond.sh            CIFAR-10-LT and CIFAR-100-LT, rho 100 and 50, ResNet-32
     bash scripts/table_beyond_imagenet.sh   ImageNet-LT, ResNeXt-50: Kang et al.'s cRT, LWS, tau-norm
@@ -16,7 +17,7 @@ with its source in the table's notes; cells without one stay empty.
 
 from __future__ import annotations
 
-from tools.paper_tables import DATASETS, Cell, Table, cifar_config, cifar_facets
+from tools.table_spec import DATASETS, Cell, Table, cifar_config, cifar_facets
 
 BEYOND_SEEDS = (0, 1, 2)
 BEYOND_COLUMNS = tuple((dataset, rho, rsg) for dataset in DATASETS for rho in (100, 50) for rsg in (False, True))

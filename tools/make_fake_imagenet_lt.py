@@ -7,7 +7,8 @@
 Small JPEGs of a few classes, each class its own colour and stripe direction (learnable in an
 epoch or two), with long-tailed training counts on both sides of the shot-group bounds 20 and 100
 (default 150, 110, 60, 30, 15, 6: two many-, two medium-, two few-shot classes), and balanced
-validation and test lists. The files and paths imitate the real datasets (REFERENCE section 4):
+validation and test lists. The files and paths imitate the real datasets (docs/CHOICES.md,
+"Where the recipes and file formats come from"):
 
     imagenet_lt  train/<wnid>/<wnid>_<k>.JPEG (train and val lists), val/<wnid>/ILSVRC2012_val_<k>.JPEG
                  (test list); ImageNet_LT_{train,val,test}.txt

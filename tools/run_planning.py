@@ -1,0 +1,67 @@
+"""What the table runner (tools/paper_tables.py) and the paired design (tools/pair_plan.py,
+tools/rsg_pair.py) share when they plan train.py commands: the launcher, the overrides they set
+themselves, the refusal of finished runs that differ from the request, and their command lines'
+paths and seeds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from core.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
+
+
+def train_launcher(gpus: int) -> list[str]:
+    if gpus <= 1:
+        return [sys.executable, "train.py"]
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    return [torchrun, "--standalone", f"--nproc_per_node={gpus}", "train.py"]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in ("train.seed", "output_dir", "stage.parent"):
+            raise UserError(f"override '{text}': the table runner sets {key} per run (use --seeds and "
+                            f"--output-root)")
+
+
+def refuse_differing_runs(differing: dict) -> None:
+    """{folder: its conflicts} of finished runs that are not the requested config's (they trained
+    with other values): refused before anything runs, else the rerun would report them done."""
+    if not differing:
+        return
+    shown = "; ".join(f"{folder}: {', '.join(conflicts)}" for folder, conflicts in list(differing.items())[:3])
+    more = f"; and {len(differing) - 3} more" if len(differing) > 3 else ""
+    raise UserError(f"{len(differing)} finished run(s) differ from the requested config, so their results are not "
+                    f"its: {shown}{more}. Train the request under another --output-root, or remove those folders "
+                    f"to train them again")
+
+
+def from_caller(path: str) -> str:
+    """A path given relative to the caller's folder, valid from the repository root (kept relative,
+    as in the printed commands, when the caller is at the root)."""
+    if os.path.isabs(path) or os.path.realpath(os.getcwd()) == os.path.realpath(ROOT):
+        return path
+    return os.path.abspath(path)
+
+
+def roots_and_overrides(args) -> tuple[str, list]:
+    """--output-root and the overrides for every run (--data-root as data.root), both valid from the
+    repository root; call before changing into it."""
+    output_root, data_root = from_caller(args.output_root), args.data_root and from_caller(args.data_root)
+    return output_root, ([f"data.root={data_root}"] if data_root else []) + args.overrides
+
+
+def parse_seeds(text: str) -> tuple:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds:       # "," or "": nothing would run, and the command would still end with status 0
+        raise argparse.ArgumentTypeError(f"takes one or more integers separated by commas, e.g. 0,1,2; got {text!r}")
+    return seeds
