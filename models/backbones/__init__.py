@@ -1,3 +1,6 @@
-"""Importing this package registers every backbone."""
+"""Importing this package registers every backbone: each module in it is imported
+(core.registry.import_modules), so a new backbone is its module alone."""
 
-from models.backbones import densenet_cifar, resnet_cifar, resnet_imagenet, resnext_cifar  # noqa: F401
+from core.registry import import_modules
+
+import_modules(__name__, __path__)
