@@ -74,6 +74,26 @@ def test_eval_never_writes_over_a_checkpoint_or_a_file_it_did_not_make(finished,
     assert (folder / "best.per_class.csv").is_file() and (folder / "best.report.json").is_file()
 
 
+@pytest.mark.slow
+def test_eval_does_not_replace_the_evaluation_of_another_checkpoint(finished, tmp_path):
+    """eval.py's own files are its to replace only for the checkpoint they report on: run A's best.pt
+    evaluated with --output B/best.per_class.csv must not pass A's numbers off as B's."""
+    run_a, _ = copy_run(finished, tmp_path, "a")
+    run_b, _ = copy_run(finished, tmp_path, "b")
+    assert run_script("eval.py", "--checkpoint", run_b / "best.pt").returncode == 0
+    before = snapshot(run_b)
+    result = run_script("eval.py", "--checkpoint", run_a / "best.pt", "--output", run_b / "best.per_class.csv")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(run_b / "best.pt") in lines[0] and "--output" in lines[0]
+    assert snapshot(run_b) == before
+    own = tmp_path / "mine.per_class.csv"     # a name of the user's: its own checkpoint re-evaluates into it
+    for _ in range(2):
+        assert run_script("eval.py", "--checkpoint", run_a / "best.pt", "--output", own).returncode == 0
+    result = run_script("eval.py", "--checkpoint", run_b / "best.pt", "--output", own)
+    assert result.returncode == 2 and str(run_a / "best.pt") in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 2: --overwrite clears every file a run writes
 
