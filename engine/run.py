@@ -240,8 +240,8 @@ def complete_pending_epoch(run: Run, record: dict, best: dict) -> dict:
     """Evaluate (if the epoch is an evaluation epoch) and write the record last.pt carried."""
     cfg = run.cfg
     epoch = record["epoch"]
-    log.info("epoch %d was trained and saved but not recorded (its evaluation did not finish): completing it",
-             epoch)
+    log.info("epoch %d was trained and saved, but metrics.jsonl holds no whole record of it (the run stopped "
+             "while evaluating it or writing its line): completing it", epoch)
     if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         record.pop("report")
