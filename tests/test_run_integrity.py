@@ -245,3 +245,16 @@ def test_an_interrupt_before_the_claim_ends_in_one_line_and_writes_nothing(tmp_p
         with torch_globals_restored():
             fit(cfg)
     assert info.value.code == 130 and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Found in the replay: a --resume path that is no file is named as such, even into a used folder
+
+
+@pytest.mark.slow
+def test_a_resume_path_that_is_no_file_is_named_before_the_folder_is_judged(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    before = snapshot(folder)
+    with pytest.raises(UserError, match="--resume: checkpoint not found: yes") as info:
+        fit(load_config(path), resume="yes")
+    assert "auto" in str(info.value) and snapshot(folder) == before
