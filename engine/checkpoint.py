@@ -138,5 +138,6 @@ def find_resume_checkpoint(resume: Optional[str], output_dir: str) -> Optional[s
         path = os.path.join(output_dir, "last.pt")
         return path if os.path.isfile(path) else None
     if not os.path.isfile(resume):
-        raise UserError(f"--resume: checkpoint not found: {resume}")
+        raise UserError(f"--resume: checkpoint not found: {resume}; give a checkpoint's path, or auto for "
+                        f"output_dir's last.pt")
     return resume

@@ -31,6 +31,7 @@ from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, 
 from engine.distributed import gather_uneven
 from engine.metrics import SHOT_GROUPS, accuracy_report, format_group_table, shot_group
 from engine.posthoc import build_correction, corrected_report, format_tau_table, posthoc_kind
+from engine.run_folder import same_folder
 from engine.runtime import FULL_PRECISION, Precision, resolve_device
 from models import build_model, strip_rsg
 
@@ -247,7 +248,7 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
     JSON report (and with eval.posthoc every tau's JSON) beside it."""
     state = load_checkpoint(path)
     cfg = stored_config(state, path, overrides)
-    check_outputs(csv_path)
+    check_outputs(csv_path, path)
     evaluator = checkpoint_evaluator(path, state, cfg)
     dataset = build_eval_dataset(cfg.data, split)
     check_fits(path, state, cfg, dataset, split)
@@ -284,13 +285,40 @@ def written_by_eval(path: str) -> bool:
     return isinstance(content, dict) and ("per_class" in content or "by_tau" in content)
 
 
-def check_outputs(csv_path: str) -> None:
+def check_outputs(csv_path: str, checkpoint: str) -> None:
     """Before anything is evaluated: each file eval.py may write (the CSV, the JSON report, every
-    tau's JSON) is new, or one it wrote."""
-    for path in (csv_path, evaluation_file(csv_path, ".report.json"), evaluation_file(csv_path, ".posthoc.json")):
-        if os.path.lexists(path) and not written_by_eval(path):
+    tau's JSON) is new, or one it wrote for this checkpoint: the default names beside it, or files
+    whose report names it. Another checkpoint's evaluation is never passed off as this one's."""
+    paths = (csv_path, evaluation_file(csv_path, ".report.json"), evaluation_file(csv_path, ".posthoc.json"))
+    existing = [path for path in paths if os.path.lexists(path)]
+    for path in existing:
+        if not written_by_eval(path):
             raise UserError(f"eval.py would write {path} (for --output {csv_path}), but that file exists and is not "
                             f"one eval.py wrote; it replaces only its own files: choose another --output")
+    if not existing or same_folder(csv_path, default_output(checkpoint, csv_path)):
+        return
+    reported = reported_checkpoint(paths[1])
+    if reported is None or not same_folder(reported, checkpoint):
+        raise UserError(f"--output {csv_path} holds the evaluation of {reported or 'another checkpoint'}, not of "
+                        f"{checkpoint}; eval.py replaces only the evaluation of the same checkpoint: "
+                        f"choose another --output")
+
+
+def default_output(checkpoint: str, csv_path: str) -> str:
+    """The name eval.py gives the CSV when --output is not given (the split read off `csv_path`)."""
+    suffix = ".val.per_class.csv" if csv_path.endswith(".val.per_class.csv") else ".per_class.csv"
+    return os.path.splitext(checkpoint)[0] + suffix
+
+
+def reported_checkpoint(report_path: str) -> Optional[str]:
+    """The checkpoint a JSON report of eval.py's names (`checkpoint_source`), or None."""
+    try:
+        with open(report_path) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return None
+    checkpoint = content.get("checkpoint") if isinstance(content, dict) else None
+    return checkpoint if isinstance(checkpoint, str) else None
 
 
 def evaluation_file(csv_path: str, suffix: str) -> str:

@@ -189,6 +189,7 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
     not yet started), writing nothing (rank 0 claims the folder afterwards: `claim`)."""
     if branch_from:
         check_own_folder(branch_from, cfg)
+    resume_path = find_resume_checkpoint(resume, cfg.output_dir)   # a path that is no file: said first
     if ctx.is_main:
         lock.check_free()
         check_ownership(cfg.output_dir, resume, overwrite)
@@ -197,7 +198,6 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
     rank_batch_size(cfg, ctx.world_size)
     say_where_rsg_generates(cfg)
     first_stage = load_first_stage(cfg) if classifier_stage(cfg) is not None else None   # config.yaml records it
-    resume_path = find_resume_checkpoint(resume, cfg.output_dir)
     state = load_checkpoint(resume_path) if resume_path else None
     if state is not None:
         check_resumable(resume_path, state, cfg)
@@ -240,8 +240,8 @@ def complete_pending_epoch(run: Run, record: dict, best: dict) -> dict:
     """Evaluate (if the epoch is an evaluation epoch) and write the record last.pt carried."""
     cfg = run.cfg
     epoch = record["epoch"]
-    log.info("epoch %d was trained and saved but not recorded (its evaluation did not finish): completing it",
-             epoch)
+    log.info("epoch %d was trained and saved, but metrics.jsonl holds no whole record of it (the run stopped "
+             "while evaluating it or writing its line): completing it", epoch)
     if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         record.pop("report")

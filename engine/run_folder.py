@@ -161,7 +161,7 @@ def describe_run(folder: str) -> str:
 
 
 def same_folder(first: str, second: str) -> bool:
-    """Whether two paths name one folder: the same inode once both exist (whatever symlinks, `..` or
+    """Whether two paths name one folder (or one file: eval.py's outputs): the same inode once both exist (whatever symlinks, `..` or
     mounts spell them), else the same real path (a folder not made yet). Every check of a run
     folder's identity goes through here: a path compared as text lets a run delete the folder it
     reads from."""

@@ -74,6 +74,26 @@ def test_eval_never_writes_over_a_checkpoint_or_a_file_it_did_not_make(finished,
     assert (folder / "best.per_class.csv").is_file() and (folder / "best.report.json").is_file()
 
 
+@pytest.mark.slow
+def test_eval_does_not_replace_the_evaluation_of_another_checkpoint(finished, tmp_path):
+    """eval.py's own files are its to replace only for the checkpoint they report on: run A's best.pt
+    evaluated with --output B/best.per_class.csv must not pass A's numbers off as B's."""
+    run_a, _ = copy_run(finished, tmp_path, "a")
+    run_b, _ = copy_run(finished, tmp_path, "b")
+    assert run_script("eval.py", "--checkpoint", run_b / "best.pt").returncode == 0
+    before = snapshot(run_b)
+    result = run_script("eval.py", "--checkpoint", run_a / "best.pt", "--output", run_b / "best.per_class.csv")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert str(run_b / "best.pt") in lines[0] and "--output" in lines[0]
+    assert snapshot(run_b) == before
+    own = tmp_path / "mine.per_class.csv"     # a name of the user's: its own checkpoint re-evaluates into it
+    for _ in range(2):
+        assert run_script("eval.py", "--checkpoint", run_a / "best.pt", "--output", own).returncode == 0
+    result = run_script("eval.py", "--checkpoint", run_b / "best.pt", "--output", own)
+    assert result.returncode == 2 and str(run_a / "best.pt") in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 2: --overwrite clears every file a run writes
 
@@ -135,7 +155,9 @@ def test_a_cut_metrics_line_is_dropped_and_reported_on_resume(finished, tmp_path
     with torch_globals_restored():
         fit(load_config(path), resume="auto")
     assert [record["epoch"] for record in read_jsonl(folder / "metrics.jsonl")] == [0, 1]
-    assert "metrics.jsonl ended in a line cut short" in (folder / "train.log").read_text()
+    log = (folder / "train.log").read_text()
+    assert "metrics.jsonl ended in a line cut short" in log
+    assert "evaluation did not finish" not in log      # the epoch was evaluated; its line was cut
 
 
 def test_every_metrics_reader_tolerates_a_cut_last_line(tmp_path):
@@ -223,3 +245,16 @@ def test_an_interrupt_before_the_claim_ends_in_one_line_and_writes_nothing(tmp_p
         with torch_globals_restored():
             fit(cfg)
     assert info.value.code == 130 and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Found in the replay: a --resume path that is no file is named as such, even into a used folder
+
+
+@pytest.mark.slow
+def test_a_resume_path_that_is_no_file_is_named_before_the_folder_is_judged(finished, tmp_path):
+    folder, path = copy_run(finished, tmp_path)
+    before = snapshot(folder)
+    with pytest.raises(UserError, match="--resume: checkpoint not found: yes") as info:
+        fit(load_config(path), resume="yes")
+    assert "auto" in str(info.value) and snapshot(folder) == before
