@@ -1,4 +1,4 @@
-"""Issue 14: logit-adjusted and balanced-softmax losses, post-hoc logit adjustment and tau-norm at
+"""Today's baselines: logit-adjusted and balanced-softmax losses, post-hoc logit adjustment and tau-norm at
 evaluation, the class-balanced sampler, and the decoupled classifier stage (cRT, LWS, tau-norm)
 from a first-stage checkpoint, each checked against its formula on small generated data."""
 

@@ -1,4 +1,4 @@
-"""Issue 14: the beyond tables (scripts/table_beyond.sh, table_beyond_imagenet.sh): their configs,
+"""The beyond tables (scripts/table_beyond.sh, table_beyond_imagenet.sh): their configs,
 the runner's ordering of first and second stages, and the collector's RSG deltas, from generated
 run folders (no training)."""
 

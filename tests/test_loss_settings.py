@@ -1,6 +1,6 @@
 """A loss declares the settings it reads where it registers (core.registry.Setting); the config's
 `loss` section accepts them as keys like its own, checks them there, and reads and writes configs
-exactly as before the settings moved out of engine/config.py (issue 23)."""
+exactly as before the settings moved out of engine/config.py."""
 
 from __future__ import annotations
 

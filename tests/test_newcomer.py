@@ -1,6 +1,6 @@
 """A newcomer adds a loss with one setting, and a dataset, each by writing two files: the module
 that registers it (beside nothing else: the package imports every module it holds) and a YAML
-(issue 23, tasks (a) and (b)). Here each module is written to a
+(docs/DESIGN.md, "Adding things", tasks (a) and (b)). Here each module is written to a
 folder put on its package's path, as if saved in losses/ or data/, and imported the way the
 package imports its own (core.registry.import_modules)."""
 
