@@ -186,9 +186,9 @@ def _check_label_range(targets: np.ndarray, classes: List[str], folder: str) -> 
                         f"names {len(classes)} classes; replace the files with torchvision's originals")
 
 
-@DATASETS.register("cifar10", in_memory=True, max_per_class=5000,
+@DATASETS.register("cifar10", in_memory=True, max_per_class=5000, num_classes=10,
                    help="CIFAR-10: 10 classes of 32 x 32 images, 5000 per class in train, 1000 in test")
-@DATASETS.register("cifar100", in_memory=True, max_per_class=500,
+@DATASETS.register("cifar100", in_memory=True, max_per_class=500, num_classes=100,
                    help="CIFAR-100: 100 classes of 32 x 32 images, 500 per class in train, 100 in test")
 def load_cifar_splits(data_cfg, split, train_tf, test_tf,
                       with_train=True) -> tuple[Optional[LabelledDataset], LabelledDataset]:

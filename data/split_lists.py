@@ -285,11 +285,11 @@ def file_dataset(data_cfg, split: SplitList, transform, classes) -> FileDataset:
 LISTS = "'path label' list files, paths relative to data.root"
 
 
-@DATASETS.register("imagenet_lt", split_lists=True, long_tailed=True,
+@DATASETS.register("imagenet_lt", split_lists=True, long_tailed=True, num_classes=1000,
                    help=f"ImageNet-LT (Liu et al. 2019): 1000 classes, {LISTS}")
-@DATASETS.register("places_lt", split_lists=True, long_tailed=True,
+@DATASETS.register("places_lt", split_lists=True, long_tailed=True, num_classes=365,
                    help=f"Places-LT (Liu et al. 2019): 365 classes, {LISTS}")
-@DATASETS.register("inat2018", split_lists=True, long_tailed=True,
+@DATASETS.register("inat2018", split_lists=True, long_tailed=True, num_classes=8142,
                    help=f"iNaturalist 2018: 8142 classes, {LISTS} or its train2018.json / val2018.json")
 @DATASETS.register("split_list", split_lists=True, help=f"any dataset given as {LISTS} (data.train_list ...)")
 def load_split_list_datasets(data_cfg, eval_split: str, train_transform, eval_transform,

@@ -18,23 +18,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.errors import UserError
+from data.registry import DATASETS
 from engine.config import load_config
 from engine.exits import reports_user_errors
 from models import build_model, feature_shape_at
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet_lt": 1000, "places_lt": 365, "inat2018": 8142}
-
-
 def num_classes_of(cfg, override=None) -> int:
-    """--num-classes, else data.num_classes when set, else the dataset's own count."""
+    """--num-classes, else data.num_classes when set, else the count the dataset registered with."""
     if override:
         return override
     if cfg.data.num_classes:
         return cfg.data.num_classes
-    if cfg.data.name not in NUM_CLASSES:
+    known = DATASETS.info(cfg.data.name).get("num_classes")
+    if known is None:
         raise UserError(f"data.name {cfg.data.name!r}: the number of classes is not known without the data; "
                         f"give --num-classes")
-    return NUM_CLASSES[cfg.data.name]
+    return known
 
 
 def count_parameters(module) -> int:
