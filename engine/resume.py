@@ -20,6 +20,7 @@ from engine.config import config_differences, config_to_dict
 from engine.continuation import continuation_conflicts
 from engine.distributed import broadcast_flag
 from engine.run_folder import last_finished_epoch
+from engine.runtime import generator_states
 from engine.stage import check_same_first_stage, first_stage_record
 
 log = logging.getLogger(LOGGER_NAME)
@@ -35,11 +36,13 @@ class Start:
     pending: Optional[dict] = None     # the epoch record last.pt holds, when metrics.jsonl lacks it
     saved_record: Optional[dict] = None   # the epoch record of the checkpoint resumed from
     branch_source: Optional[object] = None   # --branch-from: the checkpoint this run continues (engine/branch.py)
+    generators: Optional[dict] = None     # a mid-epoch checkpoint's generator states (generator_states)
 
 
 def checkpoint_state(run: Run, epoch: int, step: int, best: dict, record: Optional[dict] = None) -> dict:
     """The checkpoint's plain dict: its keys are the file format (eval.py, resume, branches and the
-    collector read them), unchanged since CHECKPOINT_FORMAT."""
+    collector read them), unchanged since CHECKPOINT_FORMAT but for `generators`, read only when
+    present (an older mid-epoch checkpoint resumes without it: `mid_epoch_generators`)."""
     optimizer = run.trainer.optimizer
     return {
         "format": CHECKPOINT_FORMAT,
@@ -55,6 +58,7 @@ def checkpoint_state(run: Run, epoch: int, step: int, best: dict, record: Option
         "code_version": code_version(),
         "parent": first_stage_record(run.cfg) if run.stage is not None else None,   # the classifier stage's
         "record": record,         # the finished epoch's metrics line, until metrics.jsonl has it
+        "generators": generator_states(run.device) if step else None,   # mid-epoch: the rest draws the same
     }
 
 
@@ -93,6 +97,27 @@ def restore(path: str, state: dict, run: Run):
     run.trainer.precision.load_state_dict(state.get("scaler", {}))
     log.info("resumed from %s: epoch %d, step %d", path, state["epoch"], state["step"])
     return state["epoch"], state["step"], stored_best(cfg.output_dir, state)
+
+
+def mid_epoch_generators(state: dict, run: Run) -> Optional[dict]:
+    """The generator states a mid-epoch checkpoint kept, when restoring them makes the rest of the
+    epoch draw what an unbroken run draws: one process, augmentation in it (the device loader or no
+    loader workers). Otherwise the epoch's draws restart from its seed (a correct run, not the same
+    one), and the log says so."""
+    if not state["step"]:
+        return None
+    cfg, where = run.cfg, f"epoch {state['epoch']}, step {state['step']}"
+    if state.get("generators") is None:
+        log.info("resumed mid-epoch (%s) from a checkpoint without generator states: the rest of the epoch "
+                 "draws other augmentations and RSG samples than an unbroken run", where)
+        return None
+    in_process = cfg.data.loader == "device" or cfg.data.num_workers == 0
+    if run.ctx.world_size > 1 or not in_process:
+        log.info("resumed mid-epoch (%s) with %s: the rest of the epoch draws other augmentations and RSG "
+                 "samples than an unbroken run (a resume from an epoch's end is exact)", where,
+                 "several processes" if run.ctx.world_size > 1 else "data loader workers")
+        return None
+    return state["generators"]
 
 
 def stored_best(output_dir: str, state: dict) -> dict:

@@ -31,9 +31,11 @@ from engine.evaluation import EvaluationReport, Evaluator
 from engine.exits import PeerStopped, finish_ending, lost_a_peer
 from engine.loop import NonFiniteLoss, StopRequest, train_one_epoch
 from engine.metrics_log import MetricsLog, epoch_summary
-from engine.resume import Start, check_resumable, pending_on_every_rank, pending_record, restore, save_run
+from engine.resume import (Start, check_resumable, mid_epoch_generators, pending_on_every_rank, pending_record, restore,
+                           save_run)
 from engine.run_folder import THRESHOLD_CHECKPOINT, RunFolderLock, check_ownership, claim, folder_state
-from engine.runtime import log_to_file_only, resolve_device, seed_everything, set_determinism, setup_logging
+from engine.runtime import (log_to_file_only, resolve_device, restore_generator_states, seed_everything, set_determinism,
+                            setup_logging)
 from engine.schedules import class_weights, is_evaluation_epoch, learning_rate
 from engine.stage import classifier_stage, load_first_stage
 from rsg import generated_before, starts_generating_at
@@ -73,6 +75,9 @@ def train_epochs(run: Run, start: Start, stop: StopRequest) -> Optional[Evaluati
         best = complete_pending_epoch(run, start.pending, best)
     for epoch in range(start.epoch, run.cfg.train.epochs):
         lr, weights = start_epoch_state(run, epoch, start.step)
+        if start.generators is not None:     # resumed mid-epoch: the epoch's draws go on where they stopped
+            restore_generator_states(start.generators, run.device)
+            start.generators = None
         started = time.time()
         result = train_one_epoch(run.trainer, run.data.train_loader, epoch, weights, run.cfg.train.log_every,
                                  start.step, stop, run.metrics_log, progress=run.cfg.train.progress and run.ctx.is_main)
@@ -206,6 +211,7 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
     start = Start()
     if resume_path:
         start.epoch, start.step, start.best = restore(resume_path, state, run)
+        start.generators = mid_epoch_generators(state, run)
         start.pending = pending_record(state, cfg.output_dir) if ctx.is_main else None
     elif branch:
         start.epoch, start.step, start.best = start_branch(run, branch)

@@ -82,6 +82,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def generator_states(device: torch.device) -> dict:
+    """The state of every generator `seed_everything` seeds (and the GPU's), as plain values: what a
+    checkpoint taken mid-epoch keeps, so that the rest of the epoch draws what an unbroken run draws."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+              "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_generator_states(states: dict, device: torch.device) -> None:
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
 def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
     torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -354,6 +354,28 @@ def test_stop_mid_epoch_saves_and_resume_finishes(make_tiny_config, monkeypatch,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loader", ["standard", "device"])
+def test_a_run_stopped_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(make_tiny_config, monkeypatch,
+                                                                          restore_torch_globals, loader):
+    """Augmentation and RSG draw from the process's generators: a mid-epoch checkpoint keeps their
+    state, so the rest of the epoch draws what the unbroken run drew (single process, augmentation in
+    the main process: data.num_workers 0 or the device loader)."""
+    sections = dict(train={"epochs": 3, "deterministic": True}, data={"loader": loader})
+    unbroken = load_config(make_tiny_config("unbroken", **sections))
+    fit(unbroken)
+    path = make_tiny_config("broken", **sections)
+    patch_loss(monkeypatch, stop_at(TINY_STEPS_PER_EPOCH + 2))     # epoch 1, step 1: RSG generates
+    with pytest.raises(SystemExit):
+        fit(load_config(path))
+    assert load_checkpoint(os.path.join(load_config(path).output_dir, "last.pt"))["step"] == 2
+    monkeypatch.setattr(engine_build, "build_loss", build_loss)
+    fit(load_config(path), resume="auto")
+    full = load_checkpoint(os.path.join(unbroken.output_dir, "last.pt"))["model"]
+    resumed = load_checkpoint(os.path.join(load_config(path).output_dir, "last.pt"))["model"]
+    assert [key for key in full if not torch.equal(full[key], resumed[key])] == []
+
+
+@pytest.mark.slow
 def test_stop_on_last_step_of_epoch_then_resume(make_tiny_config, monkeypatch, restore_torch_globals):
     path = make_tiny_config("stop_last", train={"epochs": 2})
     cfg = load_config(path)
