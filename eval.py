@@ -10,15 +10,17 @@ The model is rebuilt from the config stored in the checkpoint (overrides apply, 
 data.root=/elsewhere) without RSG: the evaluated network is exactly the plain backbone and head.
 """
 
-import argparse
 import os
 import sys
 
-from engine.exits import reports_user_errors
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("eval.py"):
+    from engine.exits import CommandLine, reports_user_errors
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by train.py")
     parser.add_argument("--output", default=None,
                         help="per-class CSV (default: <checkpoint>.per_class.csv, <checkpoint>.val.per_class.csv)")

@@ -10,15 +10,17 @@ without changing them (README "Run folders").
     python train.py --config X --branch-from RUN/threshold.pt output_dir=NEW   # a branch of RUN at T_th
 """
 
-import argparse
 import sys
 
-from engine.config import dump_config, load_config
-from engine.exits import reports_user_errors
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("train.py"):
+    from engine.config import dump_config, load_config
+    from engine.exits import CommandLine, reports_user_errors
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--resume", default=None, help="'auto' (the run's last.pt, if any) or a checkpoint path")
     parser.add_argument("--overwrite", action="store_true",

@@ -2,6 +2,7 @@
 for the whole job: the rank that holds the error prints it, the ranks that only stopped with it end
 silently with its status, and each leaves torchrun's summary one line instead of a traceback."""
 
+import argparse
 import json
 import os
 import signal
@@ -11,6 +12,19 @@ from typing import Optional
 
 from core.errors import UserError
 from engine.distributed import group_started
+
+
+class CommandLine(argparse.ArgumentParser):
+    """An entry point's parser. A bad option is a UserError (one line, exit 2, printed once under
+    torchrun: `reports_user_errors`) instead of argparse's usage block on every rank, and an option
+    is taken only as spelled out: `--o` must not mean `--overwrite` and delete a run."""
+
+    def __init__(self, description: str, **kwargs):
+        super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} ({self.prog} --help lists the options)")
 
 
 class PeerStopped(Exception):
@@ -108,6 +122,9 @@ def reports_user_errors(main):
                 print(f"error: {error}", file=sys.stderr)
             record_for_torchrun(f"UserError: {error}")
             return 2
+        except KeyboardInterrupt:      # before a run's own handling (engine/run.py) or outside a run
+            print("interrupted", file=sys.stderr)
+            return 128 + signal.SIGINT
         except Exception as error:
             if not (under_torchrun() and lost_a_peer(error)):
                 raise

@@ -5,7 +5,10 @@ The command line only: the code is tools/benchmark.py (`python scripts/benchmark
 
 import sys
 
-from tools.benchmark import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/benchmark.py"):
+    from tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

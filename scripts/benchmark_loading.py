@@ -5,7 +5,10 @@ The command line only: the code is tools/benchmark_loading.py (`python scripts/b
 
 import sys
 
-from tools.benchmark_loading import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/benchmark_loading.py"):
+    from tools.benchmark_loading import main
 
 if __name__ == "__main__":
     sys.exit(main())

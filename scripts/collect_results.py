@@ -6,7 +6,10 @@ The command line only: the code is tools/collect_results.py (`python scripts/col
 
 import sys
 
-from tools.collect_results import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/collect_results.py"):
+    from tools.collect_results import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,10 @@ The command line only: the code is tools/config_reference.py (`python scripts/co
 
 import sys
 
-from tools.config_reference import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/config_reference.py"):
+    from tools.config_reference import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,10 @@ The command line only: the code is tools/export_results.py (`python scripts/expo
 
 import sys
 
-from tools.export_results import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/export_results.py"):
+    from tools.export_results import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,10 @@ The command line only: the code is tools/job_pool.py (`python scripts/job_pool.p
 
 import sys
 
-from tools.job_pool import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/job_pool.py"):
+    from tools.job_pool import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,10 @@ The command line only: the code is tools/make_fake_imagenet_lt.py (`python scrip
 
 import sys
 
-from tools.make_fake_imagenet_lt import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/make_fake_imagenet_lt.py"):
+    from tools.make_fake_imagenet_lt import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,10 @@ The command line only: the code is tools/model_info.py (`python scripts/model_in
 
 import sys
 
-from tools.model_info import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/model_info.py"):
+    from tools.model_info import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,10 @@ The command line only: the code is tools/paper_tables.py (`python scripts/paper_
 
 import sys
 
-from tools.paper_tables import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/paper_tables.py"):
+    from tools.paper_tables import main
 
 if __name__ == "__main__":
     sys.exit(main())

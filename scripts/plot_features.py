@@ -6,7 +6,10 @@ The command line only: the code is tools/plot_features.py (`python scripts/plot_
 
 import sys
 
-from tools.plot_features import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/plot_features.py"):
+    from tools.plot_features import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,10 @@ The command line only: the code is tools/plot_per_class.py (`python scripts/plot
 
 import sys
 
-from tools.plot_per_class import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/plot_per_class.py"):
+    from tools.plot_per_class import main
 
 if __name__ == "__main__":
     sys.exit(main())

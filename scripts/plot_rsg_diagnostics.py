@@ -5,7 +5,10 @@ The command line only: the code is tools/plot_rsg_diagnostics.py (`python script
 
 import sys
 
-from tools.plot_rsg_diagnostics import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/plot_rsg_diagnostics.py"):
+    from tools.plot_rsg_diagnostics import main
 
 if __name__ == "__main__":
     sys.exit(main())

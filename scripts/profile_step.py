@@ -7,7 +7,10 @@ The command line only: the code is tools/profile_step.py (`python scripts/profil
 
 import sys
 
-from tools.profile_step import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/profile_step.py"):
+    from tools.profile_step import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,10 @@ The command line only: the code is tools/rsg_memory.py (`python scripts/rsg_memo
 
 import sys
 
-from tools.rsg_memory import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/rsg_memory.py"):
+    from tools.rsg_memory import main
 
 if __name__ == "__main__":
     sys.exit(main())

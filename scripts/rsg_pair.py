@@ -6,7 +6,10 @@ The command line only: the code is tools/rsg_pair.py (`python scripts/rsg_pair.p
 
 import sys
 
-from tools.rsg_pair import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/rsg_pair.py"):
+    from tools.rsg_pair import main
 
 if __name__ == "__main__":
     sys.exit(main())

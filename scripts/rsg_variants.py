@@ -5,7 +5,10 @@ The command line only: the code is tools/rsg_variants.py (`python scripts/rsg_va
 
 import sys
 
-from tools.rsg_variants import main
+from core.startup import interrupt_quietly
+
+with interrupt_quietly("scripts/rsg_variants.py"):
+    from tools.rsg_variants import main
 
 if __name__ == "__main__":
     sys.exit(main())

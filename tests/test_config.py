@@ -378,6 +378,18 @@ def test_overrides_may_stand_on_both_sides_of_an_option(entry_point, monkeypatch
     assert parsed.value.args[0] == ["a=1", "b=2"]
 
 
+@pytest.mark.parametrize("argv, named", [
+    (["--config", "x.yaml", "--o"], "--o"),             # a prefix of --overwrite: it would delete a run
+    (["--config", "x.yaml", "--resum", "auto"], "--resum"),
+    (["--config", "x.yaml", "--foo"], "--foo"),
+    (["--resume", "auto"], "--config"),
+])
+def test_an_option_is_taken_only_as_spelled_and_a_bad_one_is_one_line(argv, named, capsys):
+    assert importlib.import_module("train").main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0] and "--help" in lines[0], lines
+
+
 @pytest.mark.slow
 def test_train_cli_bad_key_exits_2_with_one_error_line():
     result = run_script("train.py", "--config", "configs/quickstart.yaml", "bad.key=1", timeout=60)

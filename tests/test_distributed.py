@@ -110,20 +110,23 @@ def summary_failures(stderr: str) -> list:
     return re.findall(r"rank      : (\d+) .*?\n  exitcode  : (-?\d+) .*?\n.*?\n  traceback : (.*)", stderr)
 
 
-@pytest.mark.parametrize("override", ["train.epochs=0", "data.batch_size=33"])   # refused at load; once the ranks met
-def test_a_user_error_under_torchrun_is_one_line_and_exit_status_2(tmp_path, override):
+@pytest.mark.parametrize("override, named", [
+    ("train.epochs=0", "key"), ("data.batch_size=33", "key"),      # refused at load; once the ranks met
+    ("--foo", "--foo"),                                              # the command line, on every rank alike
+])
+def test_a_user_error_under_torchrun_is_one_line_and_exit_status_2(tmp_path, override, named):
     path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run"))
     result = torchrun(os.path.join(ROOT, "train.py"), "--config", path, override)
     assert result.returncode != 0                        # torchrun's own status: 1 whatever its workers' are
     lines = our_lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: key"), result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr[-3000:]
     assert result.stderr.count("Traceback (most recent call last)") == 1     # the launcher's; no rank's
     failures = summary_failures(result.stderr)
     assert {rank for rank, _, _ in failures} <= {"0", "1"} and failures, result.stderr[-3000:]
     # The rank that printed exits 2; so does the other, unless torchrun's agent stopped it (SIGTERM,
     # -15) while it was still starting: the agent stops every rank as soon as one has exited.
     assert "2" in [status for _, status, _ in failures] and {s for _, s, _ in failures} <= {"2", "-15"}, failures
-    assert all("key" in message for _, status, message in failures if status == "2"), failures
+    assert all(named in message for _, status, message in failures if status == "2"), failures
 
 
 def test_a_user_error_on_one_rank_is_one_line_and_rank_0s_log_says_which_and_why(tmp_path):

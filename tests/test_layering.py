@@ -28,7 +28,7 @@ ALLOWED = {
     "models": {"core", "rsg"},
     "engine": {"core", "rsg", "data", "models", "losses"},
     "tools": {"core", "rsg", "data", "models", "losses", "engine"},
-    "scripts": {"tools"},
+    "scripts": {"core", "tools"},      # core.startup: a Ctrl-C while tools load
     "train": {"core", "engine"},
     "eval": {"core", "engine"},
 }

@@ -165,11 +165,13 @@ def test_a_users_epochs_override_leaves_the_shared_stage_at_the_threshold(tmp_pa
     assert without.train.epochs == with_rsg.train.epochs == 5 and not without.rsg.enabled
 
 
-@pytest.mark.parametrize("option, value", [("--seeds", ","), ("--seeds", ""), ("--gpus", "-1"), ("--gpus", "0")])
-def test_pair_refuses_no_seeds_and_fewer_than_one_gpu(option, value, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        rsg_pair.parse_args(["--config", "x.yaml", option, value])
-    assert exit_info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+@pytest.mark.parametrize("option, value", [("--seeds", ","), ("--seeds", ""), ("--seeds", "0,0"), ("--seeds", "0,,1"),
+                                           ("--seeds", "-1"), ("--gpus", "-1"), ("--gpus", "0")])
+def test_pair_refuses_no_seeds_a_repeated_or_negative_seed_and_fewer_than_one_gpu(option, value, capsys):
+    """A seed given twice would count one pair twice in the mean and std of the differences."""
+    assert rsg_pair.main(["--config", "x.yaml", option, value]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f"argument {option}" in lines[0] and value in lines[0], lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
 
 import engine.run as engine_run
-from conftest import (error_lines, read_jsonl, run_script, snapshot, tiny_config_dict, torch_globals_restored,
-                      write_config)
+from conftest import (ROOT, SCRIPT_ENV, error_lines, read_jsonl, run_script, script_command, snapshot,
+                      tiny_config_dict, torch_globals_restored, write_config)
 from core.errors import UserError
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
@@ -245,6 +248,23 @@ def test_an_interrupt_before_the_claim_ends_in_one_line_and_writes_nothing(tmp_p
         with torch_globals_restored():
             fit(cfg)
     assert info.value.code == 130 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args", [
+    ("train.py", ["--config", "configs/quickstart.yaml"]),
+    ("eval.py", ["--checkpoint", "absent.pt"]),
+    ("scripts/rsg_pair.py", ["--config", "configs/quickstart.yaml", "--dry-run"]),
+])
+def test_an_interrupt_while_the_modules_load_ends_without_a_traceback(tmp_path, script, args):
+    """Loading torch takes seconds: a Ctrl-C then used to print a traceback through the imports."""
+    process = subprocess.Popen(script_command(script, *args, f"output_dir={tmp_path / 'run'}"), cwd=ROOT,
+                               env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted" in stderr and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------

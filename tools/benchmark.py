@@ -37,7 +37,7 @@ from data.imbalance import class_counts
 from engine.config import load_config
 from engine.diagnostics import find_rsg
 from engine.evaluation import build_eval_loader
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.loop import loss_weights, training_step
 from engine.build import build_loaders, build_optimizer
 from engine.run import fit
@@ -247,7 +247,7 @@ def thread_counts(text):
 
 @reports_user_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--config", default="configs/cifar10_lt/ldam_drw_rsg_r100.yaml")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=5)

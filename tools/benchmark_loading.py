@@ -24,7 +24,6 @@ the same crop. Markdown tables on stdout, for docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import platform
@@ -41,6 +40,7 @@ from torchvision.transforms.v2 import functional as F2
 
 from data.decoding import DEPRECATION, read_pil, read_tensor
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, preset_eval_transform, preset_train_transform
+from engine.exits import CommandLine, reports_user_errors
 
 # ---------------------------------------------------------------------------------------------
 # Images
@@ -184,8 +184,9 @@ def pixel_differences(paths: list[str], size: int, resize: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+@reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--folder", default=None, help="read JPEGs from here instead of generating them")
     parser.add_argument("--count", type=int, default=64, help="distinct images (generated or read)")
     parser.add_argument("--width", type=int, default=500)

@@ -22,7 +22,6 @@ standard deviation is the sample one (n - 1), shown from two seeds on.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -36,6 +35,7 @@ import yaml
 from core.errors import UserError
 from engine.branch import read_branch
 from engine.metrics import SHOT_GROUPS
+from engine.exits import CommandLine, reports_user_errors
 from engine.run_folder import finished_after, metrics_records
 from tools.run_layout import SHARED_STAGE_SUFFIX, TEST_CSV, TEST_REPORT, subset_root
 from tools.table_configs import differing_keys, rsg_partner, table_config
@@ -500,7 +500,7 @@ def regenerate(document: str, tables_markdown: str, path: str = "docs/REPRODUCTI
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("runs_dir", help="folder searched for run folders (config.yaml + metrics.jsonl)")
     parser.add_argument("--table", type=table_key, action="append", default=[],
                         help="a table number, or beyond / beyond_imagenet (repeatable)")
@@ -535,6 +535,7 @@ def collect(tables: list[Table], runs_dir: str, seeds=None, epoch: str = "final"
     return collected, unknown
 
 
+@reports_user_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:

@@ -10,7 +10,6 @@ A key's meaning is its field's help, else the comments beside and above it in en
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import json
@@ -20,6 +19,7 @@ import sys
 import typing
 
 from engine.config import REGISTRIES, Config, declared_settings
+from engine.exits import CommandLine, reports_user_errors
 
 REFERENCE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "CONFIG.md")
 FIELD_LINE = re.compile(r"^    (\w+): ")       # a field of a dataclass body, at its first indent
@@ -145,8 +145,9 @@ def render() -> str:
     return "\n".join([HEADER.rstrip("\n")] + keys_part() + names_part()) + "\n"
 
 
+@reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale; write nothing")
     parser.add_argument("--output", default=REFERENCE_PATH)
     args = parser.parse_args(argv)

@@ -18,7 +18,6 @@ metrics.jsonl is the same; a different one is refused (results are never overwri
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import filecmp
 import json
@@ -29,7 +28,7 @@ import sys
 
 from core.errors import UserError
 from engine.evaluation import evaluate_checkpoint
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.run_folder import run_finished
 
 EVIDENCE_FILES = ("config.yaml", "metrics.jsonl", "train.log", "branch.json")   # a run's small files: no checkpoint
@@ -100,7 +99,7 @@ def export(root: str, destination_root: str, overrides: list) -> tuple[list, lis
 
 @reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("runs_root", help="the folder the runs were trained under (e.g. rsg_pair.py's --output-root)")
     parser.add_argument("destination", help="where their evidence goes, e.g. results/cpu_paper")
     parser.add_argument("--data-root", default=None, help="data.root for the evaluation (default: the run's own)")

@@ -24,7 +24,6 @@ that did not finish.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shlex
@@ -40,7 +39,7 @@ from typing import Callable, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
 from core.errors import UserError
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 
 FINISHED, FAILED, INTERRUPTED, NOT_STARTED = "finished", "failed", "interrupted", "not started"
 
@@ -414,7 +413,7 @@ def command_task(path: str, number: int, argv: list[str]) -> Task:
 
 @reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("commands", help="a file with one command per line")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one); 0: the CPU")
     parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="N", help="commands at once per GPU (or CPU)")

@@ -28,13 +28,14 @@ Then, for the ImageNet-LT format (6 classes, 32 px crops, ResNet-32, one epoch o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
 from PIL import Image
+
+from engine.exits import CommandLine, reports_user_errors
 
 DEFAULT_COUNTS = (150, 110, 60, 30, 15, 6)
 KINGDOMS = ("Plantae", "Animalia", "Fungi")
@@ -132,8 +133,9 @@ def write_inaturalist_json(root: str, split: str, entries: list, folders: list, 
     return path
 
 
+@reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("root", help="folder to write (the value of data.root)")
     parser.add_argument("--dataset", default="imagenet_lt", choices=sorted(LIST_NAMES))
     parser.add_argument("--counts", type=int, nargs="+", default=list(DEFAULT_COUNTS),

@@ -11,7 +11,6 @@ norm, activations and pooling are not counted. FLOPs = 2 x MACs; papers' "GFLOPs
 also prints one row for the table in docs/BENCHMARKS.md.
 """
 
-import argparse
 import sys
 
 import torch
@@ -20,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from core.errors import UserError
 from data.registry import DATASETS
 from engine.config import load_config
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from models import build_model, feature_shape_at
 
 def num_classes_of(cfg, override=None) -> int:
@@ -93,7 +92,7 @@ def markdown_row(info: dict) -> str:
 
 @reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--num-classes", type=int, default=None,
                         help="needed for image_folder (or a split list without data.num_classes)")

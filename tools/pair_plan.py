@@ -26,8 +26,9 @@ def check_pair(with_config: str, without_config: str, overrides: list) -> int:
         raise UserError(f"{with_config} must have RSG on and {without_config} off (rsg.enabled)")
     threshold = with_rsg.rsg.threshold_epoch
     if not 0 < threshold < with_rsg.train.epochs:
-        raise UserError(f"{with_config}: rsg.threshold_epoch={threshold} must lie inside the training "
-                        f"(1..{with_rsg.train.epochs - 1}) for a shared first stage")
+        raise UserError(f"{with_config}: a shared first stage needs 0 < rsg.threshold_epoch < train.epochs, so that "
+                        f"both the stage and the branches train an epoch; got rsg.threshold_epoch={threshold} "
+                        f"and train.epochs={with_rsg.train.epochs}")
     conflicts = branch_conflicts(config_to_dict(with_rsg), config_to_dict(without), threshold)
     if conflicts:
         raise UserError(f"{without_config} is not {with_config} without RSG: {'; '.join(conflicts)}")

@@ -24,7 +24,6 @@ training, `eval.py --checkpoint <run>/best.pt --split test` writes the test numb
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import os
 import shlex
@@ -37,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 from core.errors import UserError
 from engine.config import load_config
 from engine.continuation import finished_run_conflicts
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.run_folder import last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
 from tools.pair_plan import pair_commands
@@ -165,7 +164,7 @@ def plan_paired(table: Table, seeds, output_root: str = "runs", gpus: int = 1, o
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--table", type=table_key, required=True,
                         help=f"one of {', '.join(map(str, ALL_TABLES))}")
     parser.add_argument("--gpus", type=int, default=None,

@@ -10,7 +10,6 @@ its input and the generated samples it appends. The figure goes to --out (defaul
 <run>/rsg_features.png) and to the run's TensorBoard.
 """
 
-import argparse
 import os
 import sys
 
@@ -20,14 +19,14 @@ from core.errors import UserError
 from data.builder import build_datasets
 from data.imbalance import class_counts
 from engine.checkpoint import load_checkpoint, load_model_weights, stored_config
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.runtime import resolve_device
 from models import build_model, feature_shape_at
 from tools.figures import feature_figure, log_figure, pca_2d, require_pyplot, rsg_features, training_batches
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a run trained with RSG")
     parser.add_argument("--batches", type=int, default=8, help="training batches to run (default 8)")
     parser.add_argument("--out", help="PNG file (default: <run>/rsg_features.png)")

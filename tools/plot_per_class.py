@@ -9,16 +9,15 @@ the checkpoint, the checkpoint is evaluated on the test split first (as eval.py 
 dataset; --data-root when it moved). The figure also goes to the first run's TensorBoard.
 """
 
-import argparse
 import os
 import sys
 
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from tools.figures import per_class_csv, per_class_figure, read_per_class, read_run_config, require_pyplot, save_figure
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("run_dir", help="a run folder (config.yaml, last.pt / best.pt)")
     parser.add_argument("baseline_dir", nargs="?", help="a second run drawn on the same axes")
     parser.add_argument("--out", help="PNG file (default: <run_dir>/per_class.png)")

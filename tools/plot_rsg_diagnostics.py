@@ -11,12 +11,11 @@ T(x_fd-freq) and x_fd-rare. For a branch (engine/branch.py) the epochs before th
 its parent's. The class counts (shot groups) come from the run's checkpoint.
 """
 
-import argparse
 import os
 import sys
 
 from core.errors import UserError
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.metrics import SHOT_GROUPS, shot_group
 from engine.run_folder import METRICS_FILE, metrics_records, training_counts
 from rsg import MV_TERMS
@@ -137,7 +136,7 @@ def diagnostics_figure(run_dir: str, baseline_dir=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("run_dir", help="a run folder (metrics.jsonl, config.yaml, a checkpoint)")
     parser.add_argument("baseline_dir", nargs="?", help="a run without RSG whose group means are drawn dashed")
     parser.add_argument("--out", help="PNG file (default: <run_dir>/rsg_diagnostics.png)")

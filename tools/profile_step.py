@@ -15,7 +15,6 @@ host gaps); on the CPU there are no kernels and the ops are ranked by their own 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from core.errors import UserError
 from engine.config import load_config
 from engine.distributed import DistributedContext
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.loop import loss_weights, training_step
 from engine.build import build_run
 from engine.run import start_epoch_state
@@ -119,7 +118,7 @@ def report(title: str, profiler, seconds: float, generated: float, steps: int, d
 
 @reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=10, help="profiled steps per phase")
     parser.add_argument("--warmup", type=int, default=5, help="steps before profiling (cuDNN autotuning, caches)")

@@ -21,7 +21,6 @@ profile with the recipe's class count and imbalance ratio, which sets how many s
 Prints Markdown tables for docs/BENCHMARKS.md.
 """
 
-import argparse
 import platform
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from data.imbalance import imbalanced_counts
+from engine.exits import CommandLine, reports_user_errors
 from rsg import RSG
 
 # classes, n_max, rho (exponential stand-ins for the real profiles: ImageNet-LT 1280..5,
@@ -119,8 +119,9 @@ def parameter_table(recipes) -> str:
     return "\n".join(lines)
 
 
+@reports_user_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 64])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from tools.pair_plan import pair_commands
 from tools.pair_report import diagnostics, pair_training_counts, per_class_differences, summary
 from tools.run_planning import check_overrides, from_caller, parse_seeds, roots_and_overrides
@@ -55,7 +55,7 @@ def gpus_per_run(text: str) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--config", required=True, help="the config with RSG (it trains the shared stage)")
     parser.add_argument("--without", default=None,
                         help="the config without RSG (default: --config with rsg.enabled=false)")

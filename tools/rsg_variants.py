@@ -15,14 +15,13 @@ Prints a Markdown table: per variant, s_new (M), L_MV and its three terms, and s
 generated samples beside those of the real rare-class samples they were made from.
 """
 
-import argparse
 import sys
 from dataclasses import fields
 
 import torch
 
 from core.errors import UserError
-from engine.exits import reports_user_errors
+from engine.exits import CommandLine, reports_user_errors
 from engine.runtime import seed_everything
 from data.imbalance import class_counts
 from rsg import MV_TERMS, RSG, Departures
@@ -35,7 +34,7 @@ TERMS = {column: tuple(term == kept for term in MV_TERMS)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLine(__doc__)
     parser.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a run trained with RSG")
     parser.add_argument("--batch-index", type=int, default=0, help="which training batch of the epoch (default 0)")
     parser.add_argument("--data-root", help="data.root, if the dataset moved")

@@ -58,10 +58,15 @@ def roots_and_overrides(args) -> tuple[str, list]:
 
 
 def parse_seeds(text: str) -> tuple:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        seeds = ()
-    if not seeds:       # "," or "": nothing would run, and the command would still end with status 0
-        raise argparse.ArgumentTypeError(f"takes one or more integers separated by commas, e.g. 0,1,2; got {text!r}")
+    """"0,1,2" -> (0, 1, 2). Refused: nothing (the command would run nothing and end with status 0),
+    an empty or negative item, and a seed given twice (one pair counted twice in the mean and std)."""
+    items = text.split(",")
+    if not all(item.strip().isdigit() for item in items):
+        raise argparse.ArgumentTypeError(f"takes one or more seeds (integers >= 0) separated by commas, e.g. 0,1,2; "
+                                         f"got {text!r}")
+    seeds = tuple(int(item) for item in items)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"names seed {', '.join(map(str, repeated))} more than once in {text!r}: "
+                                         f"each seed is one run (one pair) of the mean")
     return seeds
