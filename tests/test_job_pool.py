@@ -129,6 +129,19 @@ def test_evaluation_output_is_kept_only_when_the_step_succeeds(tmp_path):
     assert not bad.exists() and not os.path.exists("never")
 
 
+def test_a_silent_failure_quotes_nothing_but_its_own_output(tmp_path):
+    """A command that fails without printing has no error line: the pool's own header line in the
+    log (and an earlier attempt's output above it) is not the failure's message."""
+    log = tmp_path / "silent.log"
+    log.write_text("error: an earlier attempt's message\n")
+    silent = Task("silent", [([sys.executable, "-c", "raise SystemExit(5)"], None)], log=str(log))
+    out = io.StringIO()
+    outcomes, status = run_tasks([silent], device_slots(0, 1, [], cores=1), out=out)
+    assert outcomes[0].status == FAILED and outcomes[0].error == ""
+    assert "FAILED 1/1 silent (exit status 5) after" in out.getvalue() and "===" not in out.getvalue()
+    assert summary(outcomes)[1] == f"  failed: silent (exit status 5); see {log}"
+
+
 def test_terminal_mode_prints_the_command_and_the_evaluation(tmp_path, capfd):
     """Without a log (one run at a time, as before --jobs-per-gpu) the run's output is the terminal's."""
     table = tmp_path / "table.txt"

@@ -153,6 +153,7 @@ class Running:
     process: subprocess.Popen
     files: list                                # open files handed to the process
     started: float
+    log_start: int = 0                         # where the process's output begins in the log
     signals_sent: int = 0                      # how many of the runner's signals it has been sent
 
 
@@ -166,12 +167,13 @@ def signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def last_line(path: Optional[str]) -> str:
-    """The last non-empty line of a log (progress bars' carriage returns split lines too)."""
+def last_line(path: Optional[str], start: int = 0) -> str:
+    """The last non-empty line a log got from offset `start` on (the step's own output, not the
+    pool's header or an earlier attempt's); progress bars' carriage returns split lines too."""
     if not path or not os.path.isfile(path):
         return ""
     with open(path, "rb") as f:
-        f.seek(max(os.path.getsize(path) - 8192, 0))
+        f.seek(max(os.path.getsize(path) - 8192, start))
         text = f.read().decode("utf-8", "replace")
     lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -211,7 +213,7 @@ class Pool:
         argv, stdout_path = task.steps[step]
         env = dict(os.environ, **slot.env, **task.env)
         files = []
-        log = None
+        log, log_start = None, 0
         if task.log:
             os.makedirs(os.path.dirname(os.path.abspath(task.log)), exist_ok=True)
             log = open(task.log, "a")
@@ -219,6 +221,7 @@ class Pool:
             log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {slot.label} ({shown}): "
                       f"{subprocess.list2cmdline(argv)}\n")
             log.flush()
+            log_start = log.tell()        # before the process writes: its offset is shared with ours
             files.append(log)
         stdout = log
         if stdout_path:   # written whole or not at all (renamed on success)
@@ -226,7 +229,7 @@ class Pool:
             files.append(stdout)
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log,
                                    start_new_session=True)
-        entry = Running(slot, outcome, step, process, files, time.time())
+        entry = Running(slot, outcome, step, process, files, time.time(), log_start)
         # Signals are blocked while the process joins the list (not around Popen: the child would
         # inherit the mask), so that it gets every signal the runner received, exactly once.
         with signals_blocked():
@@ -266,7 +269,7 @@ class Pool:
                      f"({describe_status(status)})")
         else:
             outcome.status, outcome.exit_status = FAILED, status
-            outcome.error = last_line(task.log)
+            outcome.error = last_line(task.log, entry.log_start)
             where = f"; log {task.log}" if task.log else ""
             self.say(f"FAILED {self.number(outcome)} {task.name} ({describe_status(status)}) after "
                      f"{outcome.seconds:.0f} s{': ' + outcome.error if outcome.error else ''}{where}")
