@@ -31,7 +31,7 @@ from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, 
 from engine.distributed import gather_uneven
 from engine.metrics import SHOT_GROUPS, accuracy_report, format_group_table, shot_group
 from engine.posthoc import build_correction, corrected_report, format_tau_table, posthoc_kind
-from engine.run_folder import same_folder
+from engine.run_folder import CSV_HEADER, same_folder, written_by_eval
 from engine.runtime import FULL_PRECISION, Precision, resolve_device
 from models import build_model, strip_rsg
 
@@ -263,26 +263,6 @@ def evaluate_checkpoint(path: str, overrides, csv_path: str, split: str = "test"
 
 # ---------------------------------------------------------------------------------------------
 # eval.py's files
-
-CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accuracy")
-
-
-def written_by_eval(path: str) -> bool:
-    """Whether `path` is a file of eval.py's: a per-class CSV (its header) or a JSON report or tau
-    JSON (their keys). Those alone it replaces: --output RUN/last.pt must not turn a checkpoint
-    into a CSV, nor a default name a file of the user's."""
-    header = ",".join(CSV_HEADER).encode()
-    try:
-        with open(path, "rb") as f:
-            start = f.read(len(header))
-            if start == header:
-                return True
-            if not start.lstrip().startswith(b"{"):       # a checkpoint (a zip), a YAML, a log...
-                return False
-            content = json.loads(start + f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(content, dict) and ("per_class" in content or "by_tau" in content)
 
 
 def check_outputs(csv_path: str, checkpoint: str) -> None:

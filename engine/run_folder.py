@@ -48,10 +48,48 @@ RUN_FILE_PATTERNS = ("*.per_class.csv", "*.report.json", "*.posthoc.json", "*.tm
 
 
 def run_files(folder: str) -> list[str]:
-    """The run files present in `folder` (names), in RUN_FILES order, then the patterns' files."""
+    """The run files present in `folder` (names), in RUN_FILES order, then the patterns' files, then
+    the per-class CSVs that eval.py wrote under a name of the user's beside their reports."""
     present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
-    return present + sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS
-                            for p in glob.glob(os.path.join(folder, pattern)))
+    named = sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS for p in glob.glob(os.path.join(folder, pattern)))
+    return present + named + evaluation_csvs_beside_reports(folder, named)
+
+
+def evaluation_csvs_beside_reports(folder: str, names: list[str]) -> list[str]:
+    """eval.py --output RUN/X.csv (or RUN/X) writes X.report.json beside it, so the CSV's name
+    matches no pattern: it is the report's when it starts with eval.py's CSV header."""
+    found = []
+    for report in names:
+        stem = report.removesuffix(".report.json")
+        if stem == report:
+            continue
+        for name in (stem + ".csv", stem):
+            path = os.path.join(folder, name)
+            if name not in names and name not in found and os.path.isfile(path) and written_by_eval(path):
+                found.append(name)
+    return found
+
+
+# The per-class CSV's columns: eval.py writes them, and they tell its files from the user's.
+CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accuracy")
+
+
+def written_by_eval(path: str) -> bool:
+    """Whether `path` is a file of eval.py's: a per-class CSV (its header) or a JSON report or tau
+    JSON (their keys). Those alone it replaces: --output RUN/last.pt must not turn a checkpoint
+    into a CSV, nor a default name a file of the user's; and --overwrite removes them with the run."""
+    header = ",".join(CSV_HEADER).encode()
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(header))
+            if start == header:
+                return True
+            if not start.lstrip().startswith(b"{"):       # a checkpoint (a zip), a YAML, a log...
+                return False
+            content = json.loads(start + f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and ("per_class" in content or "by_tau" in content)
 
 
 def folder_state(folder: str) -> tuple:

@@ -112,6 +112,21 @@ def test_overwrite_clears_every_file_a_run_writes(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+def test_overwrite_clears_an_evaluation_written_under_a_name_of_the_users(tmp_path):
+    """eval.py --output RUN/mine.csv writes mine.csv beside mine.report.json: both are the old run's
+    evaluation. A CSV of the user's (another header), even beside a report, stays."""
+    eval_csv = ",".join(("class", "name", "train_count", "shot_group", "test_images", "accuracy")) + "\n0,a,5,many,3,66.7\n"
+    (tmp_path / "mine.csv").write_text(eval_csv)
+    (tmp_path / "mine.report.json").write_text('{"per_class": [66.7]}\n')
+    (tmp_path / "bare").write_text(eval_csv)              # --output RUN/bare: no extension
+    (tmp_path / "bare.report.json").write_text('{"per_class": [66.7]}\n')
+    (tmp_path / "table.csv").write_text("epoch,top1\n0,50\n")
+    (tmp_path / "table.report.json").write_text('{"per_class": [50.0]}\n')
+    removed = remove_run_files(str(tmp_path))
+    assert sorted(removed) == ["bare", "bare.report.json", "mine.csv", "mine.report.json", "table.report.json"]
+    assert sorted(os.listdir(tmp_path)) == ["table.csv"]
+
+
 @pytest.mark.slow
 def test_an_overwritten_run_leaves_no_threshold_checkpoint_to_branch_from(finished, tmp_path):
     folder, path = copy_run(finished, tmp_path)
