@@ -234,3 +234,14 @@ def test_signals_are_forwarded_once_each_and_the_third_kills(tmp_path):
     assert time.time() - started < 30
     assert counted.read_text() == "2"
     assert outcomes[0].status == INTERRUPTED and status == 128 + signal.SIGINT
+
+
+@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--jobs-per-gpu", "0"], ["--jobs-per-gpu", "-2"]])
+def test_the_runners_refuse_a_negative_gpu_count_or_no_jobs_per_gpu_when_reading_arguments(argv, capsys):
+    """Refused when the arguments are read, so a --dry-run (which starts nothing) is refused too."""
+    from tools import paper_tables
+    for main, args in ((paper_tables.main, ["--table", "6", "--dry-run", *argv]),
+                       (job_pool.main, ["commands.txt", *argv])):
+        assert main(args) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and f"argument {argv[0]}" in lines[0] and argv[1] in lines[0], lines

@@ -40,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 
 from core.errors import UserError
 from engine.exits import CommandLine, reports_user_errors
+from tools.run_planning import gpu_count, jobs_per_device
 
 FINISHED, FAILED, INTERRUPTED, NOT_STARTED = "finished", "failed", "interrupted", "not started"
 
@@ -418,8 +419,8 @@ def command_task(path: str, number: int, argv: list[str]) -> Task:
 def main(argv=None) -> int:
     parser = CommandLine(__doc__)
     parser.add_argument("commands", help="a file with one command per line")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one); 0: the CPU")
-    parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="N", help="commands at once per GPU (or CPU)")
+    parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: every visible one); 0: the CPU")
+    parser.add_argument("--jobs-per-gpu", type=jobs_per_device, default=1, metavar="N", help="commands at once per GPU (or CPU)")
     parser.add_argument("--fail-fast", action="store_true", help="stop everything at the first failed command")
     args = parser.parse_args(argv)
     commands = read_commands(args.commands)

@@ -41,7 +41,8 @@ from engine.run_folder import last_finished_epoch, run_finished
 from tools.job_pool import Task, describe_slots, run_tasks, runner_slots, summary
 from tools.pair_plan import pair_commands
 from tools.run_layout import TEST_CSV, TEST_LOG, pair_folders, run_dir, subset_root
-from tools.run_planning import check_overrides, parse_seeds, refuse_differing_runs, roots_and_overrides, train_launcher
+from tools.run_planning import (check_overrides, gpu_count, jobs_per_device, parse_seeds, refuse_differing_runs,
+                                 roots_and_overrides, train_launcher)
 from tools.table_configs import rsg_partner, table_config
 from tools.table_index import ALL_TABLES, get_table, table_key
 from tools.table_spec import Table
@@ -167,11 +168,11 @@ def parse_args(argv=None):
     parser = CommandLine(__doc__)
     parser.add_argument("--table", type=table_key, required=True,
                         help=f"one of {', '.join(map(str, ALL_TABLES))}")
-    parser.add_argument("--gpus", type=int, default=None,
+    parser.add_argument("--gpus", type=gpu_count, default=None,
                         help="without --jobs-per-gpu: 1 (default) python train.py, N > 1 torchrun with N processes "
                              "per run, 0 the CPU; with it: how many GPUs to use (default: every visible one), "
                              "0 the CPU")
-    parser.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
+    parser.add_argument("--jobs-per-gpu", type=jobs_per_device, default=None, metavar="N",
                         help="run N runs at once on each GPU (one GPU per run), or N on the CPU with --gpus 0 or "
                              "without GPUs (each with cores / N threads); one log per run beside its folder")
     parser.add_argument("--fail-fast", action="store_true",

@@ -22,7 +22,6 @@ seed, the per-seed differences (w/ minus w/o) and their mean ± std.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repos
 from engine.exits import CommandLine, reports_user_errors
 from tools.pair_plan import pair_commands
 from tools.pair_report import diagnostics, pair_training_counts, per_class_differences, summary
-from tools.run_planning import check_overrides, from_caller, parse_seeds, roots_and_overrides
+from tools.run_planning import check_overrides, from_caller, parse_seeds, roots_and_overrides, whole_number
 
 
 def repository_path(path: str) -> str:
@@ -44,14 +43,8 @@ def repository_path(path: str) -> str:
 
 
 def gpus_per_run(text: str) -> int:
-    try:
-        gpus = int(text)
-    except ValueError:
-        gpus = 0
-    if gpus < 1:
-        raise argparse.ArgumentTypeError(f"takes the GPUs per run, 1 or more (1: python train.py, which runs on "
-                                         f"train.device, the CPU too); got {text!r}")
-    return gpus
+    return whole_number(text, 1, "takes the GPUs per run, 1 or more (1: python train.py, which runs on "
+                                 "train.device, the CPU too)")
 
 
 def parse_args(argv=None):

@@ -57,6 +57,26 @@ def roots_and_overrides(args) -> tuple[str, list]:
     return output_root, ([f"data.root={data_root}"] if data_root else []) + args.overrides
 
 
+def gpu_count(text: str) -> int:
+    """--gpus of the runners: 0 (the CPU) or a number of GPUs."""
+    return whole_number(text, 0, "takes 0 (the CPU) or a number of GPUs")
+
+
+def jobs_per_device(text: str) -> int:
+    """--jobs-per-gpu of the runners: how many runs at once per GPU (or on the CPU)."""
+    return whole_number(text, 1, "takes the number of runs at once per GPU (or on the CPU), 1 or more")
+
+
+def whole_number(text: str, least: int, meaning: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = least - 1
+    if number < least:
+        raise argparse.ArgumentTypeError(f"{meaning}; got {text!r}")
+    return number
+
+
 def parse_seeds(text: str) -> tuple:
     """"0,1,2" -> (0, 1, 2). Refused: nothing (the command would run nothing and end with status 0),
     an empty or negative item, and a seed given twice (one pair counted twice in the mean and std)."""
