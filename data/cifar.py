@@ -102,9 +102,11 @@ def _ensure_files(root: str, folder: str, needed: Tuple[str, ...], layout: Cifar
     if not missing:
         return
     if not download:
-        raise UserError(f"CIFAR files missing in {folder}: {', '.join(missing)} (expected "
-                        f"{', '.join(needed)}); set data.download=true or copy torchvision's "
-                        f"CIFAR files there")
+        every_file = ", ".join(layout.train_files + layout.test_files + (layout.meta_file,))
+        what = (f"CIFAR folder {folder} does not exist" if not os.path.isdir(folder)
+                else f"CIFAR files missing in {folder}: {', '.join(missing)}")
+        raise UserError(f"{what} (data.root must hold torchvision's {layout.folder}/ with {every_file}); "
+                        f"set data.download=true, or copy torchvision's CIFAR files there")
     _download(root, folder, layout)
     missing = _missing_files(folder, needed)
     if missing:

@@ -174,8 +174,12 @@ def test_load_cifar_missing_folder(tmp_path):
     with pytest.raises(UserError) as caught:
         load_cifar(str(tmp_path), "cifar10", train=True)
     message = str(caught.value)
-    assert os.path.join(str(tmp_path), "cifar-10-batches-py") in message
-    assert "data.download" in message and "data_batch_1" in message
+    assert f"CIFAR folder {os.path.join(str(tmp_path), 'cifar-10-batches-py')} does not exist" in message
+    assert "data.download" in message and "data_batch_1" in message and "test_batch" in message
+    os.makedirs(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"")
+    with pytest.raises(UserError, match=r"CIFAR files missing in .*cifar-10-batches-py: batches.meta \(data.root"):
+        load_cifar(str(tmp_path), "cifar10", train=False)
 
 
 def test_load_cifar_unknown_name(tmp_path):
