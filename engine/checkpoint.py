@@ -83,6 +83,8 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     reading them (a caller that needs only the small entries)."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:     # a write cut before its first byte, or a file emptied by hand
+        raise UserError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as error:  # a truncated or foreign file: say which one, its size, torch's first sentence

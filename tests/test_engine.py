@@ -70,6 +70,16 @@ def test_load_checkpoint_garbage_names_the_file(tmp_path):
     assert "cannot read checkpoint" in str(info.value)
 
 
+@pytest.mark.parametrize("mmap", [False, True])
+def test_an_empty_checkpoint_is_called_empty(tmp_path, mmap):
+    """torch's own text for a 0-byte file is a hint about torch.save's zip format, cut mid-word."""
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"")
+    with pytest.raises(UserError) as info:
+        load_checkpoint(str(path), mmap=mmap)
+    assert str(info.value) == f"cannot read checkpoint {path}: the file is empty (0 bytes)"
+
+
 def test_load_checkpoint_truncated_file(tmp_path):
     path = str(tmp_path / "ck.pt")
     save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {"w": torch.randn(1000)}}, path)
