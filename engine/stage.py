@@ -69,6 +69,7 @@ def load_first_stage(cfg) -> dict:
         raise UserError(f"key 'output_dir': {cfg.output_dir} is the folder of the stage's parent {path}; the "
                         "classifier stage needs a folder of its own (its --overwrite would delete the parent)")
     state = load_checkpoint(path)
+    check_same_training_data(cfg, stored_config(state, path))   # before this stage reads any data
     sha256 = file_sha256(path)
     if cfg.stage.parent_sha256 and cfg.stage.parent_sha256 != sha256:
         raise UserError(f"key 'stage.parent': {path} has sha256 {sha256[:12]}..., but this run was started from "
@@ -113,7 +114,6 @@ def check_same_training_data(cfg, parent_cfg) -> None:
 def check_compatible(cfg, first_stage: dict, counts) -> None:
     parent_cfg = first_stage["config"]
     path = cfg.stage.parent
-    check_same_training_data(cfg, stored_config(first_stage, path))
     if list(first_stage["class_counts"]) != list(counts):
         raise UserError(f"key 'stage.parent': {path} was trained on other class counts than this stage's training "
                         f"set ({len(first_stage['class_counts'])} vs {len(counts)} classes, or another subset); "

@@ -297,6 +297,22 @@ def test_stage_records_its_parent_and_refuses_a_replaced_one(first_stage, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_parent_trained_on_other_data_is_refused_before_the_stage_reads_data(first_stage, tmp_path, monkeypatch):
+    """The refusal is the run's only line: no dataset is read (or logged) for a stage that cannot run."""
+    import engine.build
+    from engine.run import fit
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the stage read its data before checking its parent's")
+
+    monkeypatch.setattr(engine.build, "build_datasets", no_data)
+    cfg = load_config(stage_config(tmp_path, first_stage, "crt"), ["data.imbalance_ratio=3"])
+    with pytest.raises(UserError, match="stage.parent.*trained on other data.*data.imbalance_ratio"):
+        fit(cfg)
+    assert not os.path.exists(cfg.output_dir) or os.listdir(cfg.output_dir) == []
+
+
+@pytest.mark.slow
 def test_stage_settings_are_checked(first_stage, tmp_path):
     with pytest.raises(UserError, match="stage.parent.*must name"):
         config_from_dict({"stage": {"name": "crt"}, "rsg": {"enabled": False}})
@@ -331,7 +347,8 @@ def test_a_stage_in_its_parents_folder_is_refused(first_stage, tmp_path):
 ])
 def test_a_classifier_stage_refuses_a_parent_trained_on_other_data(override, key, tmp_path):
     """The parent's training set, not only its class counts, must be the stage's: one line naming the key."""
-    from engine.stage import check_compatible
+    from engine.checkpoint import stored_config
+    from engine.stage import check_same_training_data
 
     parent_config = tiny_config_dict(tmp_path / "parent", loss={"name": "ce", "reweight": "none"},
                                      data={"root": str(tmp_path / "data")})
@@ -340,10 +357,11 @@ def test_a_classifier_stage_refuses_a_parent_trained_on_other_data(override, key
              "stage": {"name": "crt", "parent": "parent/last.pt"}, "data": {"sampler": "class_balanced"}}
     same = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage),
                             [f"data.root={os.path.relpath(parent_config['data']['root'])}", "data.num_workers=2"])
-    check_compatible(same, parent_state, TINY_COUNTS)         # the same data, found another way: accepted
+    parent_cfg = stored_config(parent_state, "parent/last.pt")
+    check_same_training_data(same, parent_cfg)                # the same data, found another way: accepted
     other = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), [override])
     with pytest.raises(UserError) as refused:
-        check_compatible(other, parent_state, TINY_COUNTS)   # the counts agree: only the data differs
+        check_same_training_data(other, parent_cfg)          # the counts agree: only the data differs
     message = str(refused.value)
     assert "\n" not in message and "stage.parent" in message and key in message, message
 
