@@ -45,6 +45,8 @@ RUN_FILES = ("config.yaml", "last.pt", "best.pt", THRESHOLD_CHECKPOINT, BRANCH_F
 # the checkpoints (a report left from a replaced run would pass for the new run's in the
 # collector), and the <name>.tmp.<pid> that an atomic write killed mid-way leaves.
 RUN_FILE_PATTERNS = ("*.per_class.csv", "*.report.json", "*.posthoc.json", "*.tmp.[0-9]*")
+# The per-class CSV's columns: eval.py writes them, and they tell its files from the user's.
+CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accuracy")
 
 
 def run_files(folder: str) -> list[str]:
@@ -68,10 +70,6 @@ def evaluation_csvs_beside_reports(folder: str, names: list[str]) -> list[str]:
             if name not in names and name not in found and os.path.isfile(path) and written_by_eval(path):
                 found.append(name)
     return found
-
-
-# The per-class CSV's columns: eval.py writes them, and they tell its files from the user's.
-CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accuracy")
 
 
 def written_by_eval(path: str) -> bool:
