@@ -79,7 +79,7 @@ def _resize_gray(image: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-@DATASETS.register("digits", in_memory=True, max_per_class=140, num_classes=NUM_CLASSES,
+@DATASETS.register("digits", in_memory=True, max_per_class=140, num_classes=NUM_CLASSES, reads_root=False,
                    help="scikit-learn's handwritten digits (embedded, no download): 10 classes, the quick start")
 def load_digits_splits(data_cfg, split, train_tf, test_tf,
                        with_train=True) -> tuple[Optional[LabelledDataset], LabelledDataset]:

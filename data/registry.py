@@ -12,6 +12,9 @@ Facts a registration states, read by the config and the builder without loading 
   in_memory     held as uint8 arrays (PIL transforms; data.decoder concerns files only)
   max_per_class n_max of its long-tailed version when data.max_per_class is 0 (default: the
                 most populated class)
+  num_classes   C, where the dataset fixes it (tools/model_info.py reads it)
+  reads_root    False where data.root means nothing (embedded data): a classifier stage then
+                does not compare it with its parent's (default True)
 """
 
 from __future__ import annotations

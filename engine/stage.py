@@ -20,6 +20,7 @@ from typing import Optional
 from core import LOGGER_NAME
 from core.errors import UserError
 from data.imbalance import resolve_subset
+from data.registry import DATASETS
 from engine.checkpoint import file_sha256, load_checkpoint, load_model_weights, stored_config
 from engine.run_folder import same_folder
 from models import strip_rsg
@@ -91,9 +92,10 @@ def training_data(data_cfg) -> dict:
     same training_data train on the same set. The root by its real path (moved or linked data is
     the same data); the subset and the imbalance only where data.profile makes one."""
     subset, subset_seed = resolve_subset(data_cfg.subset, data_cfg.subset_seed)
-    identity = {"data.name": data_cfg.name, "data.root": os.path.realpath(data_cfg.root),
-                "data.train_list": data_cfg.train_list, "data.num_classes": data_cfg.num_classes,
-                "data.profile": data_cfg.profile}
+    identity = {"data.name": data_cfg.name, "data.train_list": data_cfg.train_list,
+                "data.num_classes": data_cfg.num_classes, "data.profile": data_cfg.profile}
+    if DATASETS.info(data_cfg.name).get("reads_root", True):     # the embedded digits read none
+        identity["data.root"] = os.path.realpath(data_cfg.root)
     if data_cfg.profile != "none":
         identity.update({"data.imbalance_ratio": data_cfg.imbalance_ratio, "data.max_per_class": data_cfg.max_per_class,
                          "data.subset": subset if subset_seed is None else f"{subset} (seed {subset_seed})"})
@@ -104,8 +106,9 @@ def check_same_training_data(cfg, parent_cfg) -> None:
     """A classifier stage retrains on its parent's training set: other images with the same class
     counts (another subset, dataset or root) would pair features with data they never saw."""
     parents, ours = training_data(parent_cfg.data), training_data(cfg.data)
-    differing = [f"{key} (parent {parents.get(key)!r}, here {ours.get(key)!r})"
-                 for key in dict.fromkeys([*parents, *ours]) if parents.get(key) != ours.get(key)]
+    # A key only one side's dataset reads differs through data.name, which names it already.
+    differing = [f"{key} (parent {parents[key]!r}, here {ours[key]!r})"
+                 for key in parents if key in ours and parents[key] != ours[key]]
     if differing:
         raise UserError(f"key 'stage.parent': {cfg.stage.parent} was trained on other data than this stage: "
                         f"{'; '.join(differing)}; set those keys as the parent had them (its config.yaml)")

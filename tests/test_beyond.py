@@ -296,6 +296,26 @@ def test_stage_records_its_parent_and_refuses_a_replaced_one(first_stage, tmp_pa
         fit(cfg, resume=str(folder / "last.pt"))
 
 
+def test_a_classifier_stage_compares_only_the_data_keys_its_dataset_reads(tmp_path):
+    """The embedded digits read no data.root: a stage may give it another value,
+    and a refusal for another dataset names the dataset, not a root the parent never read."""
+    from engine.checkpoint import stored_config
+    from engine.stage import check_same_training_data
+
+    stage = {"loss": {"name": "ce", "reweight": "none"}, "rsg": {"enabled": False},
+             "stage": {"name": "crt", "parent": "parent/last.pt"}}
+    parent = {"config": tiny_config_dict(tmp_path / "parent", loss={"name": "ce", "reweight": "none"}),
+              "class_counts": TINY_COUNTS}
+    parent_cfg = stored_config(parent, "parent/last.pt")
+    assert parent_cfg.data.name == "digits"
+    check_same_training_data(config_from_dict(tiny_config_dict(tmp_path / "crt", **stage),
+                                              ["data.root=/elsewhere"]), parent_cfg)
+    other = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), ["data.name=cifar10", "data.root=/cifar"])
+    with pytest.raises(UserError) as refused:
+        check_same_training_data(other, parent_cfg)
+    assert "data.name" in str(refused.value) and "data.root" not in str(refused.value)
+
+
 @pytest.mark.slow
 def test_a_parent_trained_on_other_data_is_refused_before_the_stage_reads_data(first_stage, tmp_path, monkeypatch):
     """The refusal is the run's only line: no dataset is read (or logged) for a stage that cannot run."""
@@ -340,7 +360,7 @@ def test_a_stage_in_its_parents_folder_is_refused(first_stage, tmp_path):
 @pytest.mark.parametrize("override, key", [
     ("data.subset=ldam_drw", "data.subset"),                 # other images of each class, the same counts
     ("data.subset_seed=4", "data.subset"),                   # first with a seed: the seeded pick
-    ("data.name=cifar10", "data.name"),                      # another dataset with as many images per class
+    ("data.name=digits", "data.name"),                       # another dataset with as many images per class
     ("data.root=/elsewhere", "data.root"),
     ("data.profile=step", "data.profile"),
     ("data.imbalance_ratio=20", "data.imbalance_ratio"),
@@ -351,19 +371,20 @@ def test_a_classifier_stage_refuses_a_parent_trained_on_other_data(override, key
     from engine.stage import check_same_training_data
 
     parent_config = tiny_config_dict(tmp_path / "parent", loss={"name": "ce", "reweight": "none"},
-                                     data={"root": str(tmp_path / "data")})
+                                     data={"name": "cifar10", "root": str(tmp_path / "data")})
     parent_state = {"config": parent_config, "class_counts": TINY_COUNTS}
     stage = {"loss": {"name": "ce", "reweight": "none"}, "rsg": {"enabled": False},
-             "stage": {"name": "crt", "parent": "parent/last.pt"}, "data": {"sampler": "class_balanced"}}
-    same = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage),
-                            [f"data.root={os.path.relpath(parent_config['data']['root'])}", "data.num_workers=2"])
+             "stage": {"name": "crt", "parent": "parent/last.pt"}, "data": {"name": "cifar10", "sampler": "class_balanced"}}
+    found_another_way = f"data.root={os.path.relpath(parent_config['data']['root'])}"
+    same = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), [found_another_way, "data.num_workers=2"])
     parent_cfg = stored_config(parent_state, "parent/last.pt")
     check_same_training_data(same, parent_cfg)                # the same data, found another way: accepted
-    other = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), [override])
+    other = config_from_dict(tiny_config_dict(tmp_path / "crt", **stage), [found_another_way, override])
     with pytest.raises(UserError) as refused:
         check_same_training_data(other, parent_cfg)          # the counts agree: only the data differs
     message = str(refused.value)
-    assert "\n" not in message and "stage.parent" in message and key in message, message
+    assert "\n" not in message and "stage.parent" in message and message.count("(parent ") == 1, message
+    assert key in message, message
 
 
 def entry_point(main, capsys, *args) -> str:
