@@ -19,7 +19,7 @@ from engine.branch import BRANCH_FILE
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from tools import collect_results as collector
-from tools import plot_rsg_diagnostics, rsg_pair
+from tools import pair_report, plot_rsg_diagnostics, rsg_pair
 from tools.pair_plan import pair_commands
 from tools.paper_tables import plan_paired
 from tools.run_layout import SHARED_STAGE_SUFFIX, pair_folders
@@ -100,6 +100,29 @@ def test_report_reads_rsg_internals_without_running_anything(pair_run):
     finals = [json.loads(open(os.path.join(pair_run["folders"][b], "metrics.jsonl")).readlines()[-1])["test_per_class"]
               for b in ("with_rsg", "without_rsg")]
     assert per_class == "seed 0: " + " ".join(f"{a - b:+.1f}" for a, b in zip(*finals))
+
+
+def test_the_t_quantile_is_the_table_to_30_dof_and_the_published_values_beyond():
+    assert [pair_report.t_quantile_975(n) for n in (1, 2, 3, 30)] == [12.706, 4.303, 3.182, 2.042]
+    for dof, published in ((40, 2.021), (60, 2.000), (120, 1.980)):
+        assert pair_report.t_quantile_975(dof) == pytest.approx(published, abs=1e-3)
+    assert pair_report.t_quantile_975(10 ** 6) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError, match="at least 1"):
+        pair_report.t_quantile_975(0)
+
+
+def test_the_report_gives_the_95_percent_interval_of_the_mean_error_difference(monkeypatch):
+    # the CPU study's final errors (docs/REPRODUCTION.md): w/o, w/ per seed
+    errors = {0: (28.99, 27.38), 1: (29.29, 26.87), 2: (28.78, 26.89)}
+    monkeypatch.setattr(pair_report, "pair_folders",
+                        lambda root, config, seed: {"without_rsg": (seed, 0), "with_rsg": (seed, 1)})
+    monkeypatch.setattr(pair_report, "final_numbers", lambda folder: {
+        "error": errors[folder[0]][folder[1]], "many": 70.0, "medium": 50.0, "few": None})
+    three = pair_report.summary("c.yaml", [0, 1, 2], "runs").splitlines()
+    # mean -1.973, std 0.411, t(2) = 4.303: -1.973 -+ 4.303 * 0.411 / sqrt(3)
+    assert three[-1] == "error diff, 95% t-interval of the mean over 3 seeds: -3.00 to -0.95"
+    assert three[-2].startswith("diff mean ± std over seeds: error -1.97 ± 0.41")
+    assert "t-interval" not in pair_report.summary("c.yaml", [0], "runs")
 
 
 @pytest.mark.slow

@@ -24,11 +24,40 @@ def final_numbers(folder: str):
     return {"error": 100.0 - report["top1"], **{g: report[g] for g in ("many", "medium", "few")}}
 
 
+# Student's t at 0.975 for 1..30 degrees of freedom (the usual table): a two-sided 95% interval
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+Z_975 = 1.959964
+
+
+def t_quantile_975(degrees_of_freedom: int) -> float:
+    """Student's t quantile at 0.975: the table up to 30 degrees of freedom, beyond it the expansion
+    in 1/dof around the normal quantile (Abramowitz and Stegun 26.7.5), within 0.001 there."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {degrees_of_freedom}")
+    if degrees_of_freedom <= len(T_975):
+        return T_975[degrees_of_freedom - 1]
+    z, n = Z_975, degrees_of_freedom
+    return (z + (z ** 3 + z) / (4 * n) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * n ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * n ** 3))
+
+
 def mean_std(values: list) -> str:
     if not values:
         return "-"
     text = f"{statistics.fmean(values):+.2f}"
     return text + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def mean_interval_95(values: list):
+    """(low, high) of the 95% t-interval of the mean of per-seed paired differences, or None under
+    two values: how sure a mean difference over few seeds is, assuming the seeds' differences are
+    independent draws around it."""
+    if len(values) < 2:
+        return None
+    half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return statistics.fmean(values) - half, statistics.fmean(values) + half
 
 
 def summary(with_config: str, seeds, output_root: str) -> str:
@@ -54,6 +83,10 @@ def summary(with_config: str, seeds, output_root: str) -> str:
                      f"         {'  '.join(cell(with_rsg[m]) for m in MEASURES)}  |"
                      f"       {'  '.join(cell(diff[m]) for m in MEASURES)}")
     lines.append("diff mean ± std over seeds: " + ", ".join(f"{m} {mean_std(differences[m])}" for m in MEASURES))
+    interval = mean_interval_95(differences["error"])
+    if interval is not None:
+        lines.append(f"error diff, 95% t-interval of the mean over {len(differences['error'])} seeds: "
+                     f"{interval[0]:+.2f} to {interval[1]:+.2f}")
     return "\n".join(lines)
 
 
