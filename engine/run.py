@@ -196,8 +196,11 @@ def prepare(cfg, resume, overwrite, ctx: DistributedContext, device: torch.devic
         check_own_folder(branch_from, cfg)
     resume_path = find_resume_checkpoint(resume, cfg.output_dir)   # a path that is no file: said first
     if ctx.is_main:
-        lock.check_free()
+        # what the folder holds first: it needs no lock, and another train.py checking the same
+        # folder holds the lock for that moment, so a lock-first check would call a finished
+        # run's folder "in use" (by the finished run's PID, still in the lock file)
         check_ownership(cfg.output_dir, resume, overwrite)
+        lock.check_free()
         lock.seen = folder_state(cfg.output_dir)
     set_determinism(cfg.train.deterministic)
     rank_batch_size(cfg, ctx.world_size)

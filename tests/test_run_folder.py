@@ -57,6 +57,30 @@ def test_a_fresh_run_into_a_used_folder_stops_and_changes_nothing(finished_run, 
     assert snapshot(folder) == before                   # byte-identical, no new event file either
 
 
+CHECK_LOCK = ("import sys, time; from engine.run_folder import RunFolderLock; "
+              "lock = RunFolderLock(sys.argv[2]); lock.check_free(); print('held', flush=True); time.sleep(600)")
+
+
+@pytest.mark.slow
+def test_a_fresh_run_into_a_used_folder_is_told_what_it_holds_while_another_attempt_checks_it(finished_run):
+    """Another train.py checking the same folder holds its lock for that moment (and the lock file
+    still names the finished run's PID): the refusal is still what the folder holds, not "in use"."""
+    path, folder, _ = finished_run
+    before = snapshot(folder)
+    checker = subprocess.Popen([PYTHON, "-c", CHECK_LOCK, ROOT, str(folder)], stdout=subprocess.PIPE, text=True,
+                               env=SCRIPT_ENV)
+    try:
+        assert checker.stdout.readline().strip() == "held"
+        result = run_script("train.py", "--config", path, timeout=300)
+    finally:
+        checker.kill()
+        checker.wait()
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "holds a run already" in lines[0] and "last finished epoch 1" in lines[0], result.stderr
+    assert snapshot(folder) == before
+
+
 @pytest.mark.slow
 def test_overwrite_replaces_the_old_run_and_resume_auto_continues_it(tmp_path):
     path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 1}))
