@@ -237,6 +237,17 @@ def check_ownership(folder: str, resume: Optional[str], overwrite: bool) -> None
                         f"train into another folder with output_dir=<path>, or replace it with --overwrite")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # it exists, under another user
+        return True
+    return True
+
+
 class RunFolderLock:
     """An exclusive flock on <folder>/.lock, held until `release` or the end of the process."""
 
@@ -267,9 +278,18 @@ class RunFolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"output_dir {self.folder} is in use by another run (PID {self.holder()}); wait for it "
+            raise UserError(f"output_dir {self.folder} is in use by {self.describe_holder()}; wait for it "
                             f"to end, stop it, or train into another folder with output_dir=<path>") from None
         self.fd = fd
+
+    def describe_holder(self) -> str:
+        """Who holds the lock, for the refusal. The PID in the lock file is the last run that
+        claimed the folder; while another train.py only checks the folder (or has not written its
+        PID yet), the file still names an earlier run, perhaps one that has ended."""
+        pid = self.holder()
+        if pid.isdigit() and process_alive(int(pid)):
+            return f"another run (PID {pid})"
+        return "another train.py checking or starting in it (the lock file names no live process)"
 
     def holder(self) -> str:
         try:

@@ -71,13 +71,19 @@ def test_a_fresh_run_into_a_used_folder_is_told_what_it_holds_while_another_atte
                                env=SCRIPT_ENV)
     try:
         assert checker.stdout.readline().strip() == "held"
-        result = run_script("train.py", "--config", path, timeout=300)
+        fresh, resumed = run_scripts([script_command("train.py", "--config", path),
+                                      script_command("train.py", "--config", path, "--resume", "auto")], timeout=300)
     finally:
         checker.kill()
         checker.wait()
-    assert result.returncode == 2, result.stderr
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1 and "holds a run already" in lines[0] and "last finished epoch 1" in lines[0], result.stderr
+    assert fresh.returncode == 2, fresh.stderr
+    lines = error_lines(fresh.stderr)
+    assert len(lines) == 1 and "holds a run already" in lines[0] and "last finished epoch 1" in lines[0], fresh.stderr
+    # a resume does meet the held lock: it names no PID, since the one in the lock file has ended
+    assert resumed.returncode == 2, resumed.stderr
+    lines = error_lines(resumed.stderr)
+    assert len(lines) == 1 and "in use by another train.py checking or starting in it" in lines[0], resumed.stderr
+    assert "PID" not in lines[0]
     assert snapshot(folder) == before
 
 
@@ -155,7 +161,8 @@ def test_two_runs_started_at_once_one_trains_the_other_is_refused(tmp_path):
     codes = sorted(r.returncode for r in results)
     assert codes == [0, 2], [r.stderr for r in results]
     refused = next(r for r in results if r.returncode == 2)
-    assert re.search(r"in use by another run \(PID \d+\)|written by another run while this one", refused.stderr)
+    assert re.search(r"in use by another (run \(PID \d+\)|train.py checking or starting in it)|written by another run "
+                     r"while this one", refused.stderr)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0]          # never interleaved
 
