@@ -67,10 +67,8 @@ def test_a_fresh_run_into_a_used_folder_is_told_what_it_holds_while_another_atte
     still names the finished run's PID): the refusal is still what the folder holds, not "in use"."""
     path, folder, _ = finished_run
     before = snapshot(folder)
-    checker = subprocess.Popen([PYTHON, "-c", CHECK_LOCK, ROOT, str(folder)], stdout=subprocess.PIPE, text=True,
-                               env=SCRIPT_ENV)
+    checker = start_lock_holder(folder, CHECK_LOCK)
     try:
-        assert checker.stdout.readline().strip() == "held"
         fresh, resumed = run_scripts([script_command("train.py", "--config", path),
                                       script_command("train.py", "--config", path, "--resume", "auto")], timeout=300)
     finally:
@@ -124,8 +122,10 @@ HOLD_LOCK = ("import sys, time; from engine.run_folder import RunFolderLock; "
              "lock = RunFolderLock(sys.argv[2]); lock.acquire(); print('held', flush=True); time.sleep(600)")
 
 
-def start_lock_holder(folder):
-    holder = subprocess.Popen([PYTHON, "-c", HOLD_LOCK, ROOT, str(folder)], stdout=subprocess.PIPE, text=True,
+def start_lock_holder(folder, code=HOLD_LOCK):
+    """A process that holds the folder's lock (as a run does, or with CHECK_LOCK as a checking
+    train.py does) until killed."""
+    holder = subprocess.Popen([PYTHON, "-c", code, ROOT, str(folder)], stdout=subprocess.PIPE, text=True,
                               env=SCRIPT_ENV)
     assert holder.stdout.readline().strip() == "held"
     return holder

@@ -56,8 +56,9 @@ def mean_interval_95(values: list):
     independent draws around it."""
     if len(values) < 2:
         return None
+    mean = statistics.fmean(values)
     half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return statistics.fmean(values) - half, statistics.fmean(values) + half
+    return mean - half, mean + half
 
 
 def summary(with_config: str, seeds, output_root: str) -> str:
