@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from core.errors import UserError
 from models import backbones  # noqa: F401  (registers the backbones)
@@ -51,6 +52,8 @@ def build_model(cfg, class_counts: Sequence[int], with_rsg: bool = True,
     if load_pretrained_weights:
         load_pretrained(backbone, cfg.model.pretrained, cfg.model.backbone)
     head = build_head(cfg.head_kind, backbone.out_features, num_classes)
+    if isinstance(head, nn.Linear):
+        backbone.init_linear_head(head)
     if cfg.stage.name == "lws":   # the classifier stage's per-class scales on the parent's head
         head = ScaledHead(head, num_classes)
     if not (with_rsg and cfg.rsg.enabled):

@@ -15,12 +15,18 @@ class CosineHead(nn.Module):
     """Cosine similarity between the normalized feature and each normalized class weight.
 
     Logits lie in [-1, 1]; LDAM subtracts its margins and scales by s (Cao et al. 2019).
+    Each class's weight starts as uniform(-1, 1) draws scaled to norm 1, as the NormedLinear of
+    LDAM-DRW's and RSG's code starts it. The forward pass sees only the direction, but the norm
+    sets the step: the gradient of a normalised weight, and so its change per step relative to
+    it, shrinks as 1 / ||w||^2, so a smaller start would learn the head several times faster.
     """
 
     def __init__(self, in_features: int, num_classes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        with torch.no_grad():
+            self.weight.uniform_(-1.0, 1.0)
+            self.weight.div_(self.weight.norm(dim=1, keepdim=True))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).t()
@@ -43,8 +49,8 @@ class ScaledHead(nn.Module):
 
 
 def build_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
+    """A cosine head, or a linear one with torch's default start (the backbone's `init_linear_head`
+    gives it the authors' start for that network)."""
     if kind == "cosine":
         return CosineHead(in_features, num_classes)
-    head = LinearHead(in_features, num_classes)
-    nn.init.kaiming_normal_(head.weight)
-    return head
+    return LinearHead(in_features, num_classes)

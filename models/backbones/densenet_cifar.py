@@ -50,6 +50,7 @@ class CifarDenseNet(StagedBackbone):
 
     stage_names = ("stem", "dense1", "trans1", "dense2", "trans2", "dense3", "pool")
     default_rsg_position = "trans2"
+    conv_fan_mode = "fan_out"       # RSG's densenet_cifar.py: normal(0, sqrt(2 / (k * k * out)))
 
     def __init__(self, depth: int = 40, growth_rate: int = 12, stem_channels: int = 16):
         if (depth - 4) % 3 != 0:
@@ -68,6 +69,10 @@ class CifarDenseNet(StagedBackbone):
         })
         self.out_features = widths[3]
         self.init_weights()
+
+    def init_linear_head(self, head: nn.Linear) -> None:
+        """RSG's densenet_cifar.py keeps torch's default weights of its nn.Linear and zeroes the bias."""
+        nn.init.zeros_(head.bias)
 
 
 @BACKBONES.register("densenet40", stages=CifarDenseNet.stage_names, help="DenseNet-40, growth rate 12, for 32 x 32 images")

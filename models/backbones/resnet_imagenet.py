@@ -34,6 +34,7 @@ class TorchvisionResNet(StagedBackbone):
 
     stage_names = ("stem", "layer1", "layer2", "layer3", "layer4", "pool")
     default_rsg_position = "layer4"
+    conv_fan_mode = "fan_out"       # torchvision initialises its convolutions so, as RSG's resnet.py does
 
     def __init__(self, net: torchvision.models.ResNet, imagenet_weights: torchvision.models.WeightsEnum):
         super().__init__({

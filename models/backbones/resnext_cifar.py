@@ -55,6 +55,7 @@ class CifarResNeXt(StagedBackbone):
     stage_names = ("stem", "stage1", "stage2", "stage3", "pool")
     default_rsg_position = "stage3"
     out_features = 1024
+    conv_fan_mode = "fan_out"       # RSG's resnext_cifar.py: normal(0, sqrt(2 / (k * k * out)))
 
     def __init__(self, depth: int = 29, cardinality: int = 8, bottleneck_width: int = 64):
         if (depth - 2) % 9 != 0:
@@ -69,6 +70,11 @@ class CifarResNeXt(StagedBackbone):
             "pool": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         })
         self.init_weights()
+
+    def init_linear_head(self, head: nn.Linear) -> None:
+        """RSG's resnext_cifar.py: He-normal weights from the fan-in, a zero bias."""
+        super().init_linear_head(head)
+        nn.init.zeros_(head.bias)
 
 
 @BACKBONES.register("resnext29_8x64d", stages=CifarResNeXt.stage_names,
