@@ -116,12 +116,17 @@ def test_the_report_gives_the_95_percent_interval_of_the_mean_error_difference(m
     errors = {0: (28.99, 27.38), 1: (29.29, 26.87), 2: (28.78, 26.89)}
     monkeypatch.setattr(pair_report, "pair_folders",
                         lambda root, config, seed: {"without_rsg": (seed, 0), "with_rsg": (seed, 1)})
-    monkeypatch.setattr(pair_report, "final_numbers", lambda folder: {
-        "error": errors[folder[0]][folder[1]], "many": 70.0, "medium": 50.0, "few": None})
-    three = pair_report.summary("c.yaml", [0, 1, 2], "runs").splitlines()
+    best_errors = {0: (27.79, 26.52), 1: (28.09, 26.01), 2: (27.58, 26.03)}    # final minus 1.20 / 0.86
+    monkeypatch.setattr(pair_report, "epoch_numbers", lambda folder, epoch: {
+        "error": (errors if epoch == "final" else best_errors)[folder[0]][folder[1]],
+        "many": 70.0, "medium": 50.0, "few": None})
+    final, best = (block.splitlines() for block in pair_report.summary("c.yaml", [0, 1, 2], "runs").split("\n\n"))
     # mean -1.973, std 0.411, t(2) = 4.303: -1.973 -+ 4.303 * 0.411 / sqrt(3)
-    assert three[-1] == "error diff, 95% t-interval of the mean over 3 seeds: -3.00 to -0.95"
-    assert three[-2].startswith("diff mean ± std over seeds: error -1.97 ± 0.41")
+    assert final[0].startswith("test numbers (%) at the final epoch")
+    assert final[-1] == "final epoch, error diff, 95% t-interval of the mean over 3 seeds: -3.00 to -0.95"
+    assert final[-2].startswith("final epoch, diff mean ± std over seeds: error -1.97 ± 0.41")
+    assert best[0].startswith("test numbers (%) at the best evaluated epoch")
+    assert best[-2].startswith("best epoch, diff mean ± std over seeds: error -1.63 ± 0.41")
     assert "t-interval" not in pair_report.summary("c.yaml", [0], "runs")
 
 
@@ -268,7 +273,8 @@ def test_collector_reports_per_seed_differences_of_paired_cells(tmp_path):
     assert f"mean {statistics.fmean(differences):+.2f} ± {statistics.stdev(differences):.2f}" in line
     assert "paired: shared first stage" in line and "seed 0 -1.50" in line
     markdown = collector.format_markdown(table, results, seeds)
-    assert "- LDAM-DRW vs LDAM-DRW-RSG, CIFAR-10 LT 100: seed 0 -1.50" in markdown
+    assert "- LDAM-DRW vs LDAM-DRW-RSG, CIFAR-10 LT 100: final epoch: seed 0 -1.50" in markdown
+    assert f"; best epoch: mean {statistics.fmean(pair.best.differences.values()):+.2f}" in line
 
 
 def test_collector_pairs_independent_runs_too(tmp_path):

@@ -202,8 +202,8 @@ def table6_runs(tmp_path):
     return str(runs)
 
 
-def collect_one(number: int, runs: str, epoch: str = "final"):
-    (table, seeds, results), = collector.collect([get_table(number)], runs, epoch=epoch)[0]
+def collect_one(number: int, runs: str):
+    (table, seeds, results), = collector.collect([get_table(number)], runs)[0]
     return table, seeds, {(r.cell.row, r.cell.column): r for r in results}
 
 
@@ -223,10 +223,13 @@ def test_collector_means_stds_and_differences(table6_runs):
     assert cells[("ERM", "CIFAR-10 LT 50")].n == 0
 
 
-def test_collector_best_epoch(table6_runs):
-    _, _, cells = collect_one(6, table6_runs, epoch="best")
-    assert cells[("ERM", "CIFAR-10 LT 100")].values == pytest.approx({0: 29.0, 1: 28.5, 2: 30.9})
-    assert cells[("LDAM-DRW-RSG", "CIFAR-10 LT 100")].values == pytest.approx({0: 20.0, 2: 19.0})
+def test_collector_best_epoch_beside_the_final_one(table6_runs):
+    _, _, cells = collect_one(6, table6_runs)
+    erm = cells[("ERM", "CIFAR-10 LT 100")]
+    assert erm.values == pytest.approx({0: 30.0, 1: 28.5, 2: 30.9})
+    assert erm.best.values == pytest.approx({0: 29.0, 1: 28.5, 2: 30.9})
+    assert erm.best.diff == pytest.approx(statistics.fmean([29.0, 28.5, 30.9]) - 29.64)
+    assert cells[("LDAM-DRW-RSG", "CIFAR-10 LT 100")].best.values == pytest.approx({0: 20.0, 2: 19.0})
 
 
 @pytest.mark.slow
@@ -236,17 +239,19 @@ def test_collector_prints_and_writes_the_table(table6_runs, tmp_path, capsys):
     text = capsys.readouterr().out
     lines = text.splitlines()
     erm = next(i for i, line in enumerate(lines) if line.startswith("ERM "))
-    assert re.match(r"ERM\s+ours\s+29\.80 ± 1\.21\s+not run yet", lines[erm])
-    assert re.match(r"\s+paper\s+29\.64\s+25\.19", lines[erm + 1])
-    assert lines[erm + 2].split() == ["diff", "+0.16", "-1.68"]          # the CIFAR-100-LT run: 60.00 - 61.68
+    assert re.match(r"ERM\s+final\s+29\.80 ± 1\.21\s+not run yet", lines[erm])
+    assert re.match(r"\s+best\s+29\.47 ± 1\.27\s+60\.00 \(1/3 seeds\)$", lines[erm + 1])   # of 29.0, 28.5, 30.9
+    assert re.match(r"\s+paper\s+29\.64\s+25\.19", lines[erm + 2])
+    assert lines[erm + 3].split() == ["diff", "+0.16", "-1.68"]          # the CIFAR-100-LT run: 60.00 - 61.68
+    assert lines[erm + 4].split() == ["diff", "best", "-0.17", "-1.68"]
     assert "20.50 ± 0.71 (2/3 seeds)" in text
     assert "configs/cifar10_lt/ldam_drw_rsg_r100.yaml: seed 1 at epoch 121/200" in text
 
     md = markdown.read_text()
-    assert "| ERM | 29.80 ± 1.21 (paper 29.64, +0.16) | not run yet (paper 25.19) |" in md
-    assert "20.50 ± 0.71 (2/3 seeds) (paper 20.45, +0.05)" in md
+    assert "| ERM | final 29.80 ± 1.21, best 29.47 ± 1.27 (paper 29.64, +0.16 / -0.17) | not run yet (paper 25.19) |" in md
+    assert "final 20.50 ± 0.71 (2/3 seeds), best 19.50 ± 0.71 (2/3 seeds) (paper 20.45, +0.05 / -0.95)" in md
     assert ("| CIFAR-10 | long-tailed | 100 | ERM | w/o | ldam_drw | `configs/cifar10_lt/erm_r100.yaml` | 29.64 | "
-            "29.80 ± 1.21 | +0.16 | 3/3 |") in md
+            "final 29.80 ± 1.21; best 29.47 ± 1.27 | final +0.16; best -0.17 | 3/3 |") in md
 
     with open(csv_path, newline="") as f:
         rows = {(r["row"], r["column"]): r for r in csv.DictReader(f)}
@@ -254,6 +259,7 @@ def test_collector_prints_and_writes_the_table(table6_runs, tmp_path, capsys):
     erm = rows[("ERM", "CIFAR-10 LT 100")]
     assert (erm["mean"], erm["std"], erm["paper"], erm["diff"]) == ("29.8000", "1.2124", "29.6400", "0.1600")
     assert (erm["seeds_found"], erm["seeds_expected"], erm["values"]) == ("3", "3", "0:30.0000;1:28.5000;2:30.9000")
+    assert (erm["best_mean"], erm["best_values"]) == ("29.4667", "0:29.0000;1:28.5000;2:30.9000")
     assert rows[("ERM", "CIFAR-10 LT 50")]["mean"] == "" and rows[("ERM", "CIFAR-10 LT 50")]["seeds_found"] == "0"
 
 
@@ -326,7 +332,8 @@ def test_reproduction_keeps_the_text_around_the_tables(tmp_path, table6_runs):
     assert "old tables" not in text
     assert [int(n) for n in re.findall(r"^## Table (\d+) ", text, flags=re.M)] == list(TABLES)
     assert re.findall(r"^## Table (beyond\w*) ", text, flags=re.M) == ["beyond", "beyond_imagenet"]
-    assert "29.80 ± 1.21 (paper 29.64, +0.16)" in text and "not run yet (paper 43.3)" in text
+    assert "final 29.80 ± 1.21, best 29.47 ± 1.27 (paper 29.64, +0.16 / -0.17)" in text
+    assert "not run yet (paper 43.3)" in text
     assert "not run yet (published 22.46)" in text            # the beyond table: published figures, not the paper's
     doc.write_text("# no markers\n")
     assert collector.main([table6_runs, "--reproduction", str(doc)]) == 2

@@ -2,7 +2,7 @@
 paper's number, and the difference, cell by cell.
 
     python scripts/collect_results.py runs --table 6
-    python scripts/collect_results.py runs --table 1 --table 6 --markdown t.md --csv t.csv [--epoch best]
+    python scripts/collect_results.py runs --table 1 --table 6 --markdown t.md --csv t.csv
     python scripts/collect_results.py runs --all --reproduction docs/REPRODUCTION.md
 
 A run is any folder under RUNS_DIR with the config.yaml and metrics.jsonl that train.py writes. It is
@@ -12,8 +12,9 @@ identified by its resolved config, not its folder: the config file whose name th
 data.root, device, workers...) are listed beside the cell, marked *.
 
 The number of a run: CIFAR (runs that evaluate on the test split every epoch): the test top-1 of the
-final epoch, the last line of metrics.jsonl (`--epoch best`: the best epoch's, a choice made on the
-test set). Large scale (runs that select best.pt on the validation list): best.pt on the test list,
+final epoch, the last line of metrics.jsonl, and beside it, labelled "best", the best evaluated
+epoch's (a choice made on the test set, what the authors' scripts print; docs/CHOICES.md says why
+the final one is the measure). Large scale (runs that select best.pt on the validation list): best.pt on the test list,
 from the best.report.json that eval.py --split test writes into the run (scripts/table7-9.sh run
 it), or for runs evaluated before eval.py wrote it, from its best.per_class.csv. Error = 100 - top-1.
 Only finished runs count; a cell with fewer finished seeds than asked says so ("2/3 seeds"); the
@@ -183,6 +184,7 @@ class CellResult:
     folders: dict = field(default_factory=dict)       # seed -> run folder
     differs: set = field(default_factory=set)         # keys where its runs differ from the config
     notes: list = field(default_factory=list)
+    best: Optional["CellResult"] = None               # the same runs at their best epoch (CIFAR)
 
     @property
     def n(self) -> int:
@@ -279,6 +281,7 @@ class PairResult:
     with_rsg: CellResult
     differences: dict                          # seed -> w/ minus w/o
     shared_stage: dict                         # seed -> whether both runs branch from one first stage
+    best: Optional["PairResult"] = None        # the same pair at the runs' best epochs (CIFAR)
 
     @property
     def label(self) -> str:
@@ -287,15 +290,21 @@ class PairResult:
             return f"{cell.row}, {cell.column.replace(' w/ RSG', '')}"
         return f"{other.row} vs {cell.row}, {cell.column}"    # Table 6: they are rows
 
+    def mean_text(self) -> str:
+        values = list(self.differences.values())
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        return f"mean {statistics.fmean(values):+.2f}{spread}"
+
     def text(self) -> str:
         if not self.differences:
             return "no seed with both runs"
         per_seed = ", ".join(f"seed {s} {d:+.2f}" for s, d in sorted(self.differences.items()))
-        values = list(self.differences.values())
-        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         design = ("paired: shared first stage" if all(self.shared_stage.values()) else
                   "independent runs" if not any(self.shared_stage.values()) else "partly paired")
-        return f"{per_seed}; mean {statistics.fmean(values):+.2f}{spread} ({design})"
+        text = f"final epoch: {per_seed}; {self.mean_text()} ({design})"
+        if self.best is not None and self.best.differences:
+            text += f"; best epoch: {self.best.mean_text()}"
+        return text
 
 
 def shared_parent(without_folder: str, with_folder: str) -> bool:
@@ -314,10 +323,17 @@ def pair_results(table: Table, results: list[CellResult], reference=None) -> lis
             continue
         without = next(r for r in results if r.cell.config == partner and r.cell.measure == result.cell.measure
                        and (r.cell.column == result.cell.column or r.cell.row == result.cell.row))
-        seeds = sorted(set(result.values) & set(without.values))
-        pairs.append(PairResult(without, result, {s: result.values[s] - without.values[s] for s in seeds},
-                                {s: shared_parent(without.folders[s], result.folders[s]) for s in seeds}))
+        pairs.append(paired(without, result))
     return pairs
+
+
+def paired(without: CellResult, with_rsg: CellResult) -> PairResult:
+    seeds = sorted(set(with_rsg.values) & set(without.values))
+    pair = PairResult(without, with_rsg, {s: with_rsg.values[s] - without.values[s] for s in seeds},
+                      {s: shared_parent(without.folders[s], with_rsg.folders[s]) for s in seeds})
+    if without.best is not None and with_rsg.best is not None:
+        pair.best = paired(without.best, with_rsg.best)
+    return pair
 
 
 def format_pairs(table: Table, pairs: list[PairResult], markdown: bool = False) -> list[str]:
@@ -352,6 +368,15 @@ def diff_text(result: CellResult) -> str:
     return "" if result.diff is None else f"{result.diff:+.2f}"
 
 
+def best_text(result: CellResult, marker: str = "*") -> str:
+    """The best epoch's number of a CIFAR cell ('' for a large-scale cell, whose number is best.pt's)."""
+    return "" if result.best is None or not result.n else ours_text(result.best, marker)
+
+
+def best_diff_text(result: CellResult) -> str:
+    return "" if result.best is None else diff_text(result.best)
+
+
 def delta_text(result: CellResult) -> str:
     return "" if result.rsg_delta is None else f"{result.rsg_delta:+.2f}"
 
@@ -360,9 +385,9 @@ def paper_text(result: CellResult, table: Table) -> str:
     return "no number" if result.cell.paper is None else number(result.cell.paper, table.decimals)
 
 
-def describe(table: Table, seeds, epoch: str) -> str:
+def describe(table: Table, seeds) -> str:
     source = ("best.pt, chosen on the validation list, evaluated on the test list" if table.evaluate_test else
-              f"the test top-1 of the {epoch} epoch")
+              "the test top-1 of the final epoch; \"best\": of the best evaluated epoch, a choice made on the test set")
     ours = (f"the run with seed {seeds[0]}" if len(seeds) == 1 else
             f"mean ± standard deviation over seeds {', '.join(map(str, seeds))}")
     theirs = "the paper's number, ours minus the paper" if table.reference == "paper" else \
@@ -376,24 +401,27 @@ def grid_rows(table: Table, results: list[CellResult]):
     return [(row, [by_position.get((row, column)) for column in table.columns]) for row in table.rows]
 
 
-def format_text(table: Table, results: list[CellResult], seeds, epoch: str = "final") -> str:
-    """The table in the paper's layout; each cell: ours, paper, diff on three lines."""
+def format_text(table: Table, results: list[CellResult], seeds) -> str:
+    """The table in the paper's layout; each cell: ours (final, and best for CIFAR), paper, and the
+    differences, one line each."""
     lines_per_row = []
-    kinds = ("ours", table.reference, "diff") + (("RSG Δ",) if any(r.partner for r in results) else ())
-    text_of = {"ours": ours_text, table.reference: lambda r: paper_text(r, table), "diff": diff_text,
-               "RSG Δ": delta_text}
+    with_best = any(r.best is not None for r in results)
+    kinds = (("final", "best") if with_best else ("ours",)) + (table.reference, "diff") + \
+        (("diff best",) if with_best else ()) + (("RSG Δ",) if any(r.partner for r in results) else ())
+    text_of = {"ours": ours_text, "final": ours_text, "best": best_text, table.reference: lambda r: paper_text(r, table),
+               "diff": diff_text, "diff best": best_diff_text, "RSG Δ": delta_text}
     for row, cells in grid_rows(table, results):
         for kind in kinds:
             texts = ["" if r is None else text_of[kind](r) for r in cells]
-            lines_per_row.append((row if kind == "ours" else "", kind, texts))
+            lines_per_row.append((row if kind == kinds[0] else "", kind, texts))
     widths = [max([len(c)] + [len(texts[i]) for _, _, texts in lines_per_row]) for i, c in enumerate(table.columns)]
     label = max(len(row) for row in table.rows)
-    out = [f"Table {table.number}: {table.title}", describe(table, seeds, epoch),
-           " " * (label + 11) + "  ".join(c.ljust(w) for c, w in zip(table.columns, widths))]
+    out = [f"Table {table.number}: {table.title}", describe(table, seeds),
+           " " * (label + 12) + "  ".join(c.ljust(w) for c, w in zip(table.columns, widths))]
     for index, (row, kind, texts) in enumerate(lines_per_row):
-        if index and kind == "ours":
+        if index and kind == kinds[0]:
             out.append("")
-        out.append(f"{row.ljust(label)}  {kind.ljust(9)}" + "  ".join(t.ljust(w) for t, w in zip(texts, widths)))
+        out.append(f"{row.ljust(label)}  {kind.ljust(10)}" + "  ".join(t.ljust(w) for t, w in zip(texts, widths)))
     out += footnotes(results)
     out += format_pairs(table, pair_results(table, results))
     return "\n".join(line.rstrip() for line in out) + "\n"
@@ -416,14 +444,17 @@ def markdown_cell(result: Optional[CellResult], table: Table) -> str:
     if not result.n:
         return f"not run yet ({paper})"
     delta = f"; RSG Δ {delta_text(result)}" if result.rsg_delta is not None else ""
-    return f"{ours_text(result, MD_MARKER)} ({paper}{', ' + diff_text(result) if result.diff is not None else ''}{delta})"
+    ours, diff = ours_text(result, MD_MARKER), diff_text(result)
+    if best_text(result):
+        ours = f"final {ours}, best {best_text(result, MD_MARKER)}"
+        diff = diff and f"{diff} / {best_diff_text(result)}"
+    return f"{ours} ({paper}{', ' + diff if diff else ''}{delta})"
 
 
-def format_markdown(table: Table, results: list[CellResult], seeds, epoch: str = "final",
-                    heading: str = "##") -> str:
+def format_markdown(table: Table, results: list[CellResult], seeds, heading: str = "##") -> str:
     runs = len(table.configs()) * len(seeds)
     out = [f"{heading} Table {table.number} ({table.title})", "",
-           f"{describe(table, seeds, epoch)} `bash {table.script}` trains every cell "
+           f"{describe(table, seeds)} `bash {table.script}` trains every cell "
            f"({runs} runs). {table.notes}".rstrip(), "",
            "| | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
     for row, cells in grid_rows(table, results):
@@ -453,26 +484,43 @@ def cell_list(table: Table, results: list[CellResult]) -> list[str]:
         join = " / ".join
         first = group[0]
         seeds = f"{first.n}/{len(first.expected)}"
+        ours = join(ours_text(r, MD_MARKER) for r in group) if first.n else "not run yet"
+        diff = join(diff_text(r) for r in group) if any(r.diff is not None for r in group) else ""
+        if first.n and best_text(first):
+            ours = f"final {ours}; best {join(best_text(r, MD_MARKER) for r in group)}"
+            diff = diff and f"final {diff}; best {join(best_diff_text(r) for r in group)}"
+        paper = join(paper_text(r, table) for r in group) if first.cell.paper is not None else "no number"
         lines.append("| " + " | ".join([value for _, value in first.cell.facets] + [
-            f"`{config}`", join(paper_text(r, table) for r in group) if first.cell.paper is not None else "no number", join(ours_text(r, MD_MARKER) for r in group) if first.n else "not run yet",
-            join(diff_text(r) for r in group) if any(r.diff is not None for r in group) else "", seeds]) + " |")
+            f"`{config}`", paper, ours, diff, seeds]) + " |")
     return lines
 
 
 CSV_FIELDS = ["table", "row", "column", "measure", "config", "paper", "mean", "std", "diff", "seeds_found",
-              "seeds_expected", "values", "run_dirs", "differs_from_config", "notes", "rsg_delta"]
+              "seeds_expected", "values", "run_dirs", "differs_from_config", "notes", "rsg_delta",
+              "best_mean", "best_std", "best_diff", "best_values"]
 
 
 def csv_rows(table: Table, results: list[CellResult]) -> list[dict]:
+    """mean, std, diff and values: the final epoch (CIFAR) or best.pt (large scale); best_*: the
+    best epoch (CIFAR only)."""
     def fixed(value):
         return "" if value is None else f"{value:.4f}"
+
+    def per_seed(values):
+        return ";".join(f"{seed}:{value:.4f}" for seed, value in sorted(values.items()))
+
+    def best(r):
+        if r.best is None:
+            return {"best_mean": "", "best_std": "", "best_diff": "", "best_values": ""}
+        return {"best_mean": fixed(r.best.mean), "best_std": fixed(r.best.std), "best_diff": fixed(r.best.diff),
+                "best_values": per_seed(r.best.values)}
     return [{"table": table.number, "row": r.cell.row, "column": r.cell.column, "measure": r.cell.measure,
              "config": r.cell.config, "paper": fixed(r.cell.paper), "mean": fixed(r.mean), "std": fixed(r.std),
              "diff": fixed(r.diff), "seeds_found": r.n, "seeds_expected": len(r.expected),
-             "values": ";".join(f"{seed}:{value:.4f}" for seed, value in sorted(r.values.items())),
+             "values": per_seed(r.values),
              "run_dirs": ";".join(r.folders[s] for s in sorted(r.folders)),
              "differs_from_config": ";".join(sorted(r.differs)), "notes": "; ".join(r.notes),
-             "rsg_delta": fixed(r.rsg_delta)} for r in results]
+             "rsg_delta": fixed(r.rsg_delta), **best(r)} for r in results]
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -509,8 +557,6 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", default=None, help="comma-separated seeds expected per cell (default: the table's)")
     parser.add_argument("--subset", choices=("first", "ldam_drw"), default=None,
                         help="the tables were run with scripts/table<N>.sh --subset NAME: read <runs_dir>/subset_NAME")
-    parser.add_argument("--epoch", choices=["final", "best"], default="final",
-                        help="CIFAR runs: the final epoch's test top-1 (default) or the best epoch's")
     parser.add_argument("--markdown", help="write the tables as Markdown to this file")
     parser.add_argument("--csv", help="write one line per cell to this CSV file")
     parser.add_argument("--reproduction", help="regenerate the tables of this docs/REPRODUCTION.md (every paper "
@@ -518,9 +564,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def collect(tables: list[Table], runs_dir: str, seeds=None, epoch: str = "final", subset: Optional[str] = None):
+def collect(tables: list[Table], runs_dir: str, seeds=None, subset: Optional[str] = None):
     """[(table, seeds, [CellResult])] and the runs that belong to no table config. `subset`: the
-    tables were run with --subset (default: each table's own subset, if it has one)."""
+    tables were run with --subset (default: each table's own subset, if it has one). A CIFAR cell
+    holds the final epoch's numbers and, as its `best`, the best epoch's."""
     configs = [c for number in ALL_TABLES for c in get_table(number).configs()]
     index, indexed = ConfigIndex(configs), {}
     collected = []
@@ -530,7 +577,12 @@ def collect(tables: list[Table], runs_dir: str, seeds=None, epoch: str = "final"
             found = find_runs(runs_dir, table_subset) if os.path.isdir(subset_root(runs_dir, table_subset)) else []
             indexed[table_subset] = index_runs(found, index, table_subset)
         table_seeds = seeds or table.seeds
-        collected.append((table, table_seeds, collect_table(table, indexed[table_subset][0], table_seeds, epoch)))
+        by_cell = indexed[table_subset][0]
+        results = collect_table(table, by_cell, table_seeds)
+        if not table.evaluate_test:
+            for result, best in zip(results, collect_table(table, by_cell, table_seeds, "best")):
+                result.best = best
+        collected.append((table, table_seeds, results))
     unknown = [run for _, runs in indexed.values() for run in runs]
     return collected, unknown
 
@@ -545,22 +597,21 @@ def main(argv=None) -> int:
             raise UserError("name a table (--table 6) or --all")
         # --reproduction regenerates every table of the document: the paper's, then the beyond tables
         needed = list(dict.fromkeys([*numbers, *(ALL_TABLES if args.reproduction else [])]))
-        collected, unknown = collect([get_table(n) for n in needed], args.runs_dir, seeds, args.epoch,
-                                     args.subset)
+        collected, unknown = collect([get_table(n) for n in needed], args.runs_dir, seeds, args.subset)
         for run in unknown:
             print(f"note: {run.folder} is a run of no table config (name {run.config.get('name')!r})", file=sys.stderr)
         shown = [item for item in collected if item[0].number in numbers]
         for table, table_seeds, results in shown:
-            print(format_text(table, results, table_seeds, args.epoch))
+            print(format_text(table, results, table_seeds))
         if args.markdown:
             with open(args.markdown, "w") as f:
-                f.write("\n".join(format_markdown(t, r, s, args.epoch) for t, s, r in shown))
+                f.write("\n".join(format_markdown(t, r, s) for t, s, r in shown))
         if args.csv:
             write_csv(args.csv, [row for t, _, r in shown for row in csv_rows(t, r)])
         if args.reproduction:
             with open(args.reproduction) as f:
                 document = f.read()
-            tables_markdown = "\n".join(format_markdown(t, r, s, args.epoch) for t, s, r in collected)
+            tables_markdown = "\n".join(format_markdown(t, r, s) for t, s, r in collected)
             with open(args.reproduction, "w") as f:
                 f.write(regenerate(document, tables_markdown, args.reproduction))
             print(f"regenerated the tables of {args.reproduction}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""The results of a paired design (tools/rsg_pair.py --report): both branches' final numbers per
-seed and their differences, RSG's internals per seed, and the per-class differences."""
+"""The results of a paired design (tools/rsg_pair.py --report): both branches' numbers per seed at
+the final epoch and at the best evaluated one, their differences, RSG's internals per seed, and the
+per-class differences."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from tools.run_layout import pair_folders
 MEASURES = ("error", "many", "medium", "few")
 
 
-def final_numbers(folder: str):
-    """{error, many, medium, few} of the run's final evaluation, or None when it has none."""
+def epoch_numbers(folder: str, epoch: str = "final"):
+    """{error, many, medium, few} of the run's final (or best) evaluation, or None when it has none."""
     if not os.path.isfile(os.path.join(folder, "config.yaml")):
         return None
     run = read_run(folder)
-    report = run_report(run) if run.finished else None
+    report = run_report(run, epoch) if run.finished else None
     if report is None:
         return None
     return {"error": 100.0 - report["top1"], **{g: report[g] for g in ("many", "medium", "few")}}
@@ -62,17 +63,26 @@ def mean_interval_95(values: list):
 
 
 def summary(with_config: str, seeds, output_root: str) -> str:
-    """The per-seed table: both branches' final numbers and their difference (w/ minus w/o)."""
+    """The per-seed tables, at the final epoch and at the best one: both branches' numbers and their
+    difference (w/ minus w/o)."""
+    return "\n\n".join(epoch_summary(with_config, seeds, output_root, epoch) for epoch in ("final", "best"))
+
+
+EPOCH_WORDS = {"final": "final epoch", "best": "best evaluated epoch of each run (chosen on the test set)"}
+
+
+def epoch_summary(with_config: str, seeds, output_root: str, epoch: str) -> str:
     def cell(value):
         return "     -" if value is None else f"{value:6.2f}"
 
     header = "  ".join(f"{m:>6}" for m in MEASURES)
-    lines = [f"final test numbers (%), {with_config}; diff = w/ RSG minus w/o RSG (error: negative = RSG better)",
+    lines = [f"test numbers (%) at the {EPOCH_WORDS[epoch]}, {with_config}; diff = w/ RSG minus w/o RSG "
+             f"(error: negative = RSG better)",
              f"seed  w/o RSG: {header}  |  w/ RSG: {header}  |  diff: {header}"]
     differences = {m: [] for m in MEASURES}
     for seed in seeds:
         folders = pair_folders(output_root, with_config, seed)
-        without, with_rsg = final_numbers(folders["without_rsg"]), final_numbers(folders["with_rsg"])
+        without, with_rsg = (epoch_numbers(folders[branch], epoch) for branch in ("without_rsg", "with_rsg"))
         if without is None or with_rsg is None:
             lines.append(f"{seed:4d}  not finished")
             continue
@@ -83,10 +93,10 @@ def summary(with_config: str, seeds, output_root: str) -> str:
         lines.append(f"{seed:4d}           {'  '.join(cell(without[m]) for m in MEASURES)}  |"
                      f"         {'  '.join(cell(with_rsg[m]) for m in MEASURES)}  |"
                      f"       {'  '.join(cell(diff[m]) for m in MEASURES)}")
-    lines.append("diff mean ± std over seeds: " + ", ".join(f"{m} {mean_std(differences[m])}" for m in MEASURES))
+    lines.append(f"{epoch} epoch, diff mean ± std over seeds: " + ", ".join(f"{m} {mean_std(differences[m])}" for m in MEASURES))
     interval = mean_interval_95(differences["error"])
     if interval is not None:
-        lines.append(f"error diff, 95% t-interval of the mean over {len(differences['error'])} seeds: "
+        lines.append(f"{epoch} epoch, error diff, 95% t-interval of the mean over {len(differences['error'])} seeds: "
                      f"{interval[0]:+.2f} to {interval[1]:+.2f}")
     return "\n".join(lines)
 
