@@ -16,11 +16,52 @@ so a builder registered in a new module of data/ or losses/ is found without bei
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
+import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Where a number must lie, written as one writes it: '>= 0', '> 0', '<= 1', '[0, 1)', '(0, 1]'.
+    A bound is a finite number; NaN and the infinities lie in no Bounds."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False          # '>' or '(': low itself lies outside
+    high_open: bool = False
+    text: str = ""
+
+    INTERVAL = re.compile(r"^([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])$")
+    COMPARISON = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")
+
+    @classmethod
+    def parse(cls, text: str) -> "Bounds":
+        text = text.strip()
+        interval, comparison = cls.INTERVAL.match(text), cls.COMPARISON.match(text)
+        if interval:
+            opening, low, high, closing = interval.groups()
+            return cls(float(low), float(high), opening == "(", closing == ")", f"in {text}")
+        if comparison:
+            sign, bound = comparison.groups()
+            if sign.startswith(">"):
+                return cls(low=float(bound), low_open=sign == ">", text=text)
+            return cls(high=float(bound), high_open=sign == "<", text=text)
+        raise ValueError(f"bounds {text!r}: write '>= a', '> a', '<= b', '< b' or an interval like '[a, b)'")
+
+    def contains(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -32,15 +73,23 @@ class Setting:
 
     The config then accepts `loss.focal_gamma`, converts its value to `type` (default: the type of
     `default`) and refuses one for which `valid` is false with "key 'loss.focal_gamma' must be >= 0".
+    `valid` may also be bounds as text (Bounds: `Setting(1.0, "gamma", ">= 0")`), which say their
+    requirement themselves.
     Several builders may read one key (LDAM and AM read loss.scale): each declares it, with its own
     `help`, and one default and type; a value must pass every declaration's `valid`.
     """
 
     default: Any
     help: str
-    valid: Optional[Callable[[Any], bool]] = None
+    valid: Union[Callable[[Any], bool], str, None] = None
     requirement: str = ""           # what `valid` asks, said after the key: "must be positive"
     type: Optional[type] = None
+
+    def __post_init__(self):
+        if isinstance(self.valid, str):
+            bounds = Bounds.parse(self.valid)
+            object.__setattr__(self, "valid", bounds.contains)
+            object.__setattr__(self, "requirement", self.requirement or f"must be {bounds}")
 
     @property
     def value_type(self) -> type:

@@ -81,6 +81,9 @@ def write_failure_reason(error: BaseException, directory: str) -> str:
 def load_checkpoint(path: str, mmap: bool = False) -> dict:
     """The checkpoint at `path`, or one UserError naming it. `mmap`: map the tensors instead of
     reading them (a caller that needs only the small entries)."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory, not a checkpoint; give a checkpoint file in it, e.g. "
+                        f"{os.path.join(path, 'best.pt')}")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     if os.path.getsize(path) == 0:     # a write cut before its first byte, or a file emptied by hand
@@ -139,6 +142,9 @@ def find_resume_checkpoint(resume: Optional[str], output_dir: str) -> Optional[s
     if resume == "auto":
         path = os.path.join(output_dir, "last.pt")
         return path if os.path.isfile(path) else None
+    if os.path.isdir(resume):
+        raise UserError(f"--resume: {resume} is a directory, not a checkpoint; give its last.pt, or auto for "
+                        f"output_dir's last.pt")
     if not os.path.isfile(resume):
         raise UserError(f"--resume: checkpoint not found: {resume}; give a checkpoint's path, or auto for "
                         f"output_dir's last.pt")

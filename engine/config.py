@@ -23,6 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from core.errors import UserError
+from core.registry import Bounds
 from data.registry import DATASETS
 from data.samplers import SAMPLERS
 from data.transforms import TRANSFORM_PRESETS
@@ -34,6 +35,16 @@ from rsg import GENERATION_MODES, MV_TERMS, VARIANTS
 def choice(default, choices, help=""):
     """A field whose value must be one of `choices`."""
     return field(default=default, metadata={"choices": tuple(choices), "help": help})
+
+
+def within(default, bounds: str, help=""):
+    """A number, or a list of numbers each, that must lie within `bounds` (core.registry.Bounds:
+    '>= 0', '> 0', '[0, 1)' ...; null passes where the type allows it): checked when the config loads,
+    and shown in docs/CONFIG.md."""
+    metadata = {"bounds": Bounds.parse(bounds), "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # The keys whose valid values are the names of a registry: the registry is their only list.
@@ -85,15 +96,15 @@ class DataConfig:
     test_list: str = ""             # iNaturalist: its validation file (val is the test set)
     # Split lists: None = the dataset's own (1000, 365, 8142; split_list: inferred); 0 = inferred
     # from the training list (largest label + 1). Labels outside [0, num_classes) are refused.
-    num_classes: Optional[int] = None
+    num_classes: Optional[int] = within(None, ">= 0")
     eval_split: str = choice("test", ["test", "val"],
                              "the split evaluated every epoch, on which best.pt is chosen; val exists for "
                              "split lists only (the large-scale configs select on val, report test)")
     profile: str = choice("longtail", ["longtail", "step", "balanced", "none"],
                           "how the training set is made imbalanced; none = as it is (the split-list "
                           "datasets, which come long-tailed)")
-    imbalance_ratio: float = 100.0  # rho = n_max / n_min
-    max_per_class: int = 0          # n_max; 0 = the dataset's own (CIFAR-10 5000, CIFAR-100 500)
+    imbalance_ratio: float = within(100.0, ">= 1")  # rho = n_max / n_min
+    max_per_class: int = within(0, ">= 0")  # n_max; 0 = the dataset's own (CIFAR-10 5000, CIFAR-100 500)
     subset: str = choice("first", ["first", "ldam_drw", "seeded"],
                          "which n_i images of each class (CIFAR, image folders): first = the first n_i in "
                          "file order (the RSG authors' code: the paper's RSG rows); ldam_drw = Cao et al.'s "
@@ -101,16 +112,16 @@ class DataConfig:
                          "seeded = this project's seeded pick (data.subset_seed)")
     # seeded: its seed (required); ldam_drw: Cao et al.'s --rand_number (null = their 0); an integer
     # with subset first reads as seeded (configs from before data.subset)
-    subset_seed: Optional[int] = None
-    image_size: int = 32            # training crop size (digits: images are resized to this)
-    crop_padding: int = 4           # zero padding before the random crop
+    subset_seed: Optional[int] = within(None, ">= 0")
+    image_size: int = within(32, ">= 1")  # training crop size (digits: images are resized to this)
+    crop_padding: int = within(4, ">= 0")  # zero padding before the random crop
     hflip: bool = True              # random horizontal flip
     transform: str = choice("pad_crop_flip", TRANSFORM_PRESETS,
                             "training augmentation: pad_crop_flip = zero-pad crop_padding, random crop "
                             "image_size, flip (CIFAR); resized_crop = RandomResizedCrop(image_size), flip "
                             "(Places-LT); resized_crop_jitter = that plus ColorJitter(0.4, 0.4, 0.4, 0) "
                             "(ImageNet-LT, iNaturalist)")
-    eval_resize: int = 0            # evaluation: shorter side resized to this, then centre crop image_size; 0 = as is
+    eval_resize: int = within(0, ">= 0")  # evaluation: shorter side resized to this, then centre crop image_size; 0 = as is
     decoder: str = choice("torchvision", ["torchvision", "pil"],
                           "how image files are decoded: torchvision = torchvision.io to a uint8 tensor, "
                           "tensor transforms (the faster, docs/BENCHMARKS.md); pil = PIL image, PIL "
@@ -118,14 +129,14 @@ class DataConfig:
     # An image file that does not decode: false = stop, naming it; true = use the next image of its
     # class instead and report the files at the end of each epoch and evaluation.
     skip_corrupt: bool = False
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])  # per channel (RGB), in [0, 1]
-    std: list[float] = field(default_factory=lambda: [0.2023, 0.1994, 0.2010])   # per channel: (x - mean) / std
-    batch_size: int = 128           # global training batch (drop_last); torchrun: split evenly over ranks
-    eval_batch_size: int = 512      # evaluation batch
-    num_workers: int = 4            # DataLoader worker processes (data.loader standard)
+    mean: list[float] = within([0.4914, 0.4822, 0.4465], "[0, 1]")  # per channel (RGB)
+    std: list[float] = within([0.2023, 0.1994, 0.2010], "> 0")   # per channel: (x - mean) / std
+    batch_size: int = within(128, ">= 1")  # global training batch (drop_last); torchrun: split evenly over ranks
+    eval_batch_size: int = within(512, ">= 1")  # evaluation batch
+    num_workers: int = within(4, ">= 0")  # DataLoader worker processes (data.loader standard)
     sampler: str = registered("shuffle", "training order")
-    resample_start: int = 160       # DRS: first epoch index of class-balanced re-sampling
-    resample_beta: float = 0.9999   # DRS: effective-number beta of the re-sampling class weights
+    resample_start: int = within(160, ">= 0")  # DRS: first epoch index of class-balanced re-sampling
+    resample_beta: float = within(0.9999, "[0, 1)")  # DRS: effective-number beta of the re-sampling class weights
     loader: str = choice("standard", ["standard", "device"],
                          "standard = torch DataLoader with workers; device = the whole split kept on the "
                          "GPU (or CPU) as uint8, crop/flip/normalize batched there (small images only: "
@@ -148,13 +159,15 @@ class RSGConfig:
     are Eq. 7's lambda1 and lambda2 (rsg.loss_weights). tests/test_rsg_contract.py keeps it so."""
     enabled: bool = True            # false: the same network and recipe without RSG
     position: str = "default"       # stage whose input RSG transforms; default = the backbone's
-    num_centers: int = 15           # K centers per class
-    contrastive_channels: int = 256  # width of the contrastive module h
-    frequent_ratio: float = 0.2     # alpha: top int(alpha * C) classes by count are frequent
-    transfer_strength: float = 1.0  # beta in s_new = max(floor(beta * s_freq / s_rare), 1) * s_rare
-    threshold_epoch: int = 160      # T_th: generation starts at this epoch index
-    cesc_weight: float = 0.1        # lambda1 in Eq. 7
-    mv_weight: float = 0.01         # lambda2 in Eq. 7
+    num_centers: int = within(15, ">= 1")  # K centers per class
+    contrastive_channels: int = within(256, ">= 1")  # width of the contrastive module h (Eq. 2)
+    # alpha: the top int(alpha * C) classes by count are frequent; at least one class must be
+    # frequent and one rare, or RSG never generates
+    frequent_ratio: float = within(0.2, "(0, 1)")
+    transfer_strength: float = within(1.0, "> 0")  # beta in s_new = max(floor(beta * s_freq / s_rare), 1) * s_rare
+    threshold_epoch: int = within(160, ">= 0")  # T_th: generation starts at this epoch index (0: from the first)
+    cesc_weight: float = within(0.1, ">= 0")  # lambda1 in Eq. 7
+    mv_weight: float = within(0.01, ">= 0")  # lambda2 in Eq. 7
     # Table 3 ablations. mv_terms: which terms of L_MV (Eq. 6) are kept, in rsg.MV_TERMS's order:
     # [direction (cosine to x_fd-rare), length (||T(x_fd-freq)|| = ||x_fd-freq||), contrast (not the same class)].
     mv_terms: list[bool] = field(default_factory=lambda: [True] * len(MV_TERMS))
@@ -175,20 +188,20 @@ class LossConfig(HoldsSettings):
     reweight: str = choice("drw", ["none", "drw", "cb"],
                            "class weights: none; drw = class-balanced from reweight_start (deferred "
                            "re-weighting); cb = class-balanced from epoch 0 (CB RW, CB Focal)")
-    reweight_start: int = 160       # DRW: first epoch index with class-balanced weights
-    reweight_beta: float = 0.9999   # effective-number beta of the class-balanced weights
+    reweight_start: int = within(160, ">= 0")  # DRW: first epoch index with class-balanced weights
+    reweight_beta: float = within(0.9999, "[0, 1)")  # effective-number beta of the class-balanced weights
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1                 # SGD learning rate after the warm-up
-    momentum: float = 0.9           # SGD momentum
-    weight_decay: float = 2e-4      # applied to every parameter, RSG's included
+    lr: float = within(0.1, "> 0")  # SGD learning rate after the warm-up
+    momentum: float = within(0.9, "[0, 1)")  # SGD momentum
+    weight_decay: float = within(2e-4, ">= 0")  # applied to every parameter, RSG's included
     nesterov: bool = False          # Nesterov momentum
-    warmup_epochs: int = 5          # linear warm-up: lr * (epoch + 1) / warmup_epochs
-    milestones: list[int] = field(default_factory=lambda: [160, 180])  # epoch indices of the lr steps
-    decay: float = 0.01             # lr multiplied by this at each milestone (when milestone_decays is empty)
-    milestone_decays: list[float] = field(default_factory=list)  # one factor per milestone, e.g. [0.1, 0.5]
+    warmup_epochs: int = within(5, ">= 0")  # linear warm-up: lr * (epoch + 1) / warmup_epochs
+    milestones: list[int] = within([160, 180], ">= 0")  # epoch indices of the lr steps
+    decay: float = within(0.01, "> 0")  # lr multiplied by this at each milestone (when milestone_decays is empty)
+    milestone_decays: list[float] = within([], "> 0")  # one factor per milestone, e.g. [0.1, 0.5]
     schedule: str = choice("step", ["step", "cosine"],
                            "after the warm-up: step = the milestones' factors; cosine = lr * (1 + cos(pi * t)) "
                            "/ 2, t the fraction of the post-warm-up epochs done, per epoch (Kang et al.'s "
@@ -197,15 +210,15 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200               # number of epochs, indices 0 .. epochs - 1
-    seed: int = 0                   # every random stream derives from it and the epoch (core/seeds.py)
+    epochs: int = within(200, ">= 1")  # number of epochs, indices 0 .. epochs - 1
+    seed: int = within(0, ">= 0")   # every random stream derives from it and the epoch (core/seeds.py)
     deterministic: bool = False     # deterministic kernels (bit-exact resume on the CPU)
     device: str = "auto"            # auto = cuda when available, else cpu
-    eval_every: int = 1             # evaluate every N epochs (and always at the last)
+    eval_every: int = within(1, ">= 1")  # evaluate every N epochs (and always at the last)
     # From this epoch index on, evaluate every epoch whatever eval_every says; null = never. A long
     # run on a slow machine: eval_every 10 while the lr is high, every epoch from the first decay (T_th).
-    eval_every_epoch_from: Optional[int] = None
-    log_every: int = 20             # steps between TensorBoard step scalars
+    eval_every_epoch_from: Optional[int] = within(None, ">= 0")
+    log_every: int = within(20, ">= 1")  # steps between TensorBoard step scalars
     progress: bool = True           # tqdm bar per epoch
     amp: str = choice("none", ["none", "bf16", "fp16"],
                       "mixed precision: autocast to bf16, or fp16 with a gradient scaler")
@@ -221,8 +234,8 @@ class EvalConfig:
                           "tau * log(prior) (Menon et al. 2021); tau_norm = w_c / ||w_c||^tau, no bias (Kang "
                           "et al. 2020; linear classifier only). tau is chosen on the val split where the "
                           "dataset has one, else eval.tau is reported; every tau is logged")
-    taus: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(21)])  # 0, 0.1 .. 2
-    tau: float = 1.0                # the reported tau on datasets without a val split (it must be in taus)
+    taus: list[float] = within([round(0.1 * i, 1) for i in range(21)], ">= 0")  # 0, 0.1 .. 2
+    tau: float = within(1.0, ">= 0")  # the reported tau on datasets without a val split (it must be in taus)
 
 
 @dataclass
@@ -234,7 +247,7 @@ class StageConfig:
                        "normalised at evaluation (eval.taus). RSG must be off (rsg.enabled=false)")
     parent: str = ""                # the first stage's checkpoint (its last.pt); required with a stage
     parent_sha256: str = ""         # written by train.py (the parent's sha256); set: checked on resume
-    parent_epoch: Optional[int] = None  # written by train.py: the epochs the parent had trained
+    parent_epoch: Optional[int] = within(None, ">= 0")  # written by train.py: the epochs the parent had trained
 
 
 @dataclass
@@ -292,12 +305,17 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: str, included_by: Optional[str] = None) -> dict:
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         where = f" (the _base_ of {included_by}; _base_ paths are relative to that file)" if included_by else ""
         raise UserError(f"config file not found: {path}{where}")
+    if os.path.isdir(path):
+        raise UserError(f"config file {path} is a directory; give a YAML file")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             content = yaml.load(f, Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        f"a config is a YAML text file: save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if content is None:
@@ -396,14 +414,29 @@ def _convert(value: Any, tp, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as text
-            return float(value)
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as text
+            number = float(value)
+        if number is not None and not math.isfinite(number):    # .nan, .inf: no setting means them
+            raise UserError(f"{where} must be a finite number, got {value!r}")
+        if number is not None:
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
     raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}")
+
+
+def check_bounds(value, bounds: Optional[Bounds], where: str) -> None:
+    """A number (each number of a list) within the field's declared bounds; null passes."""
+    if bounds is None or value is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if not bounds.contains(item):
+            what = "hold numbers" if isinstance(value, list) else "be"
+            raise UserError(f"{where} must {what} {bounds}, got {value!r}")
 
 
 def _settings_field(cls) -> Optional[dataclasses.Field]:
@@ -467,6 +500,7 @@ def _build(cls, values: dict[str, Any], sources: dict[str, str], prefix: str = "
         valid_choices = fields[head].metadata.get("choices")
         if valid_choices and converted not in valid_choices:
             raise UserError(f"{where} is {converted!r}; valid choices: {', '.join(valid_choices)}")
+        check_bounds(converted, fields[head].metadata.get("bounds"), where)
         if fields[head].metadata.get("registered"):
             REGISTRIES[prefix + head].check(converted, where)
         kwargs[head] = converted
@@ -527,8 +561,6 @@ def _validate_data_source(data: DataConfig, need) -> None:
              f"is for split-list datasets ({', '.join(DATASETS.names(split_lists=True))}); data.name is {data.name}")
     need(lists or data.num_classes is None, "data.num_classes",
          f"is for split-list datasets; {data.name} has its own classes")
-    need(data.num_classes is None or data.num_classes >= 0, "data.num_classes",
-         "must be >= 0 (0 = infer from the training list)")
     need(lists or data.eval_split == "test", "data.eval_split",
          f"is {data.eval_split!r}, but {data.name} has no validation split; valid: test")
     need(not facts.get("long_tailed") or data.profile == "none", "data.profile",
@@ -537,7 +569,6 @@ def _validate_data_source(data: DataConfig, need) -> None:
         need(data.train_list, "data.train_list", "must name the training list file when data.name is split_list")
         need(getattr(data, f"{data.eval_split}_list"), f"data.{data.eval_split}_list",
              f"must name a list file: data.eval_split is {data.eval_split}")
-    need(data.image_size >= 1, "data.image_size", "must be >= 1")
     need(data.eval_resize == 0 or data.eval_resize >= data.image_size, "data.eval_resize",
          f"is {data.eval_resize}; it must be 0 (no resize) or >= data.image_size ({data.image_size}), the centre crop")
 
@@ -548,42 +579,22 @@ def validate(cfg: Config) -> None:
         if not condition:
             raise UserError(f"key '{key}' {message}")
 
-    need(cfg.data.imbalance_ratio >= 1, "data.imbalance_ratio", "must be >= 1")
     need(cfg.data.subset != "seeded" or cfg.data.subset_seed is not None, "data.subset_seed",
          "is needed by data.subset=seeded (an integer, e.g. data.subset_seed=0)")
-    need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
-    need(cfg.data.eval_batch_size > 0, "data.eval_batch_size", "must be positive")
-    need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean/data.std", "need 3 values each")
     _validate_data_source(cfg.data, need)
-    need(0 < cfg.rsg.frequent_ratio <= 1, "rsg.frequent_ratio", "(alpha) must be in (0, 1]")
-    need(0 < cfg.rsg.transfer_strength <= 1, "rsg.transfer_strength", "(beta) must be in (0, 1]")
-    need(cfg.rsg.num_centers >= 1, "rsg.num_centers", "must be >= 1")
-    need(cfg.rsg.contrastive_channels >= 1, "rsg.contrastive_channels", "must be >= 1 (the width of h, Eq. 2)")
-    need(cfg.rsg.threshold_epoch >= 0, "rsg.threshold_epoch", "must be >= 0 (T_th, the epoch index generation "
-         "starts at; 0 generates from the first epoch)")
+    _validate_rsg_classes(cfg, need)
     stages = BACKBONES.info(cfg.model.backbone)["stages"]
     need(cfg.rsg.position in ("default",) + stages, "rsg.position",
          f"is {cfg.rsg.position!r}, not a stage of {cfg.model.backbone}; valid choices: default, {', '.join(stages)}")
     need(cfg.model.pretrained in ("none", "torchvision") or cfg.model.pretrained.endswith((".pth", ".pt")),
          "model.pretrained", f"is {cfg.model.pretrained!r}; valid: none, torchvision, or a path to a .pth file")
-    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
-    need(cfg.train.eval_every >= 1, "train.eval_every", "must be >= 1 (the last epoch is always evaluated)")
-    need(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
-    need(cfg.train.eval_every_epoch_from is None or cfg.train.eval_every_epoch_from >= 0,
-         "train.eval_every_epoch_from", "must be >= 0 (an epoch index), or null for never")
     need(cfg.optim.milestones == sorted(cfg.optim.milestones), "optim.milestones", "must be increasing")
-    need(cfg.optim.lr > 0, "optim.lr", "must be positive")
-    need(cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
-    need(cfg.optim.decay > 0, "optim.decay", "must be positive")
     need(not cfg.optim.milestone_decays or len(cfg.optim.milestone_decays) == len(cfg.optim.milestones),
          "optim.milestone_decays", f"needs one factor per milestone ({len(cfg.optim.milestones)}), "
          f"got {len(cfg.optim.milestone_decays)}; leave it empty to use optim.decay at each")
-    need(all(d > 0 for d in cfg.optim.milestone_decays), "optim.milestone_decays", "must be positive")
     need(len(cfg.rsg.mv_terms) == len(MV_TERMS), "rsg.mv_terms",
          f"needs {len(MV_TERMS)} values, one per term of L_MV (Eq. 6: {', '.join(MV_TERMS)})")
-    need(0 <= cfg.loss.reweight_beta < 1, "loss.reweight_beta", "must be in [0, 1)")
-    need(0 <= cfg.data.resample_beta < 1, "data.resample_beta", "must be in [0, 1)")
     need(cfg.data.loader == "standard" or cfg.data.transform == "pad_crop_flip", "data.loader",
          "device supports the pad_crop_flip augmentation only; use data.loader=standard")
     _validate_beyond(cfg, need)
@@ -591,12 +602,23 @@ def validate(cfg: Config) -> None:
          "must be auto, cpu or cuda[:N]")
 
 
+def _validate_rsg_classes(cfg: Config, need) -> None:
+    """alpha that leaves RSG no frequent class, or no rare one, where the dataset's class count is
+    known before its files are read: RSG could never generate."""
+    classes = cfg.data.num_classes or DATASETS.info(cfg.data.name).get("num_classes")
+    if not cfg.rsg.enabled or not classes:
+        return
+    frequent = int(cfg.rsg.frequent_ratio * classes)
+    need(0 < frequent < classes, "rsg.frequent_ratio",
+         f"is {cfg.rsg.frequent_ratio}: with {classes} classes it makes {frequent} frequent (int(alpha * C)), "
+         f"so RSG could never generate; it needs at least one frequent class (alpha >= 1 / C = "
+         f"{1 / classes:.4g} here), or set rsg.enabled=false")
+
+
 def _validate_beyond(cfg: Config, need) -> None:
     """The classifier stage and the evaluation-time tau grid (docs/CHOICES.md, "Today's baselines and the
     decoupled classifier stage")."""
     stage = cfg.stage.name
-    need(all(math.isfinite(tau) for tau in cfg.eval.taus), "eval.taus",
-         f"must hold finite numbers, got {cfg.eval.taus}")
     need(cfg.eval.posthoc == "none" or cfg.eval.taus, "eval.taus", "must list at least one tau")
     need(cfg.eval.posthoc == "none" or cfg.eval.tau in cfg.eval.taus, "eval.tau",
          f"is {cfg.eval.tau}, which is not in eval.taus {cfg.eval.taus}; it is the tau reported without a val split")

@@ -102,6 +102,9 @@ def check_arguments(in_channels, num_classes, frequent_classes, num_centers, con
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if not all(is_whole(c, 0, below=num_classes) for c in frequent_classes):
         raise ValueError(f"frequent_classes must be class indices in [0, {num_classes}), got {list(frequent_classes)}")
+    if not 0 < len(set(frequent_classes)) < num_classes:
+        raise ValueError(f"frequent_classes must hold at least one class and leave at least one of the "
+                         f"{num_classes} classes rare, or RSG can never generate; got {list(frequent_classes)}")
     try:
         beta_fits = bool(0 < transfer_strength < math.inf)     # NaN fails; a string raises
     except TypeError:

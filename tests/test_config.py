@@ -253,7 +253,7 @@ def test_a_negative_threshold_epoch_is_refused_at_load(tmp_path):
 @pytest.mark.parametrize("taus", ["[1.0, .nan]", "[1.0, .inf]"])
 def test_a_tau_that_is_not_a_finite_number_is_refused_at_load(tmp_path, taus):
     """A NaN tau makes every adjusted logit NaN; the reported tau would be chosen among NaNs."""
-    with pytest.raises(UserError, match=r"key 'eval\.taus' must hold finite numbers"):
+    with pytest.raises(UserError, match=r"key 'eval\.taus'\[1\] must be a finite number"):
         load_config(write(tmp_path / "x.yaml", ""), [f"eval.taus={taus}", "eval.posthoc=logit_adjust"])
 
 

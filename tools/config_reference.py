@@ -80,6 +80,9 @@ def key_rows(cls, prefix: str) -> list[str]:
             continue
         if f.metadata.get("registered"):
             valid = registry_link(prefix + f.name)
+        elif f.metadata.get("bounds") is not None:
+            bounds = str(f.metadata["bounds"])
+            valid = bounds if not isinstance(getattr(defaults, f.name), list) else f"each {bounds}"
         else:
             valid = ", ".join(f.metadata.get("choices", ()))
         meaning = f.metadata.get("help") or comments.get(f.name, "")
