@@ -245,6 +245,26 @@ def check_files_exist(dataset: Dataset, split: str, skip_corrupt: bool,
                     f"images of their class")
 
 
+def image_side_problems(dataset: Dataset, fits, limit: int = 3) -> tuple[list[str], int]:
+    """('path: W x H' of up to `limit` image files whose size, read from the file's header without
+    decoding, `fits(width, height)` refuses; how many there are). Files that do not open are left to
+    the decoding's own checks."""
+    if not isinstance(dataset, FileDataset):
+        return [], 0
+    shown, count = [], 0
+    for path in dataset.paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, SyntaxError, ValueError):
+            continue
+        if not fits(width, height):
+            count += 1
+            if len(shown) < limit:
+                shown.append(f"{path}: {width} x {height}")
+    return shown, count
+
+
 def load_rgb(path: str) -> Image.Image:
     """Open an image file fully as RGB; a missing or broken file becomes a UserError naming it."""
     try:

@@ -55,6 +55,8 @@ def save_checkpoint(state: dict, path: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:
+        if interrupted(error):     # a Ctrl-C mid-write that torch's zip writer reported as its own error
+            raise KeyboardInterrupt from None
         reason = write_failure_reason(error, directory)
         kept = f"the previous {os.path.basename(path)} is intact" if os.path.isfile(path) else "nothing was saved"
         raise UserError(f"cannot write the checkpoint {path}: {reason}; {kept}. Free space (or fix the "
@@ -62,6 +64,18 @@ def save_checkpoint(state: dict, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt lies behind `error`: torch.save turns one raised while it writes
+    into a RuntimeError of its zip writer ("unexpected pos ...") whose context is the interrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_failure_reason(error: BaseException, directory: str) -> str:

@@ -254,10 +254,20 @@ def complete_pending_epoch(run: Run, record: dict, best: dict) -> dict:
     if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         record.pop("report")
+    keep_threshold_checkpoint(run, epoch + 1, best)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
     log.info(epoch_summary(record, best, cfg))
     return best
+
+
+def keep_threshold_checkpoint(run: Run, next_epoch: int, best: dict) -> None:
+    """threshold.pt at the boundary before T_th (the branch point, engine/branch.py), once the
+    epoch's evaluation is done. An epoch completed on resume passes here too: a run stopped between
+    last.pt and this file (a failed evaluation, a full disk, a kill) writes it then, from the same
+    weights, instead of going on without the branch point for good."""
+    if threshold_checkpoint_due(run.cfg, next_epoch):
+        save_run(run, THRESHOLD_CHECKPOINT, next_epoch, 0, best)
 
 
 def last_checkpoint_words(cfg) -> str:
@@ -351,8 +361,7 @@ def close_epoch(run: Run, record: dict, best: dict, stop: StopRequest):
     if is_evaluation_epoch(epoch, cfg.train):
         best = evaluate_into(run, record, best)
         report = record.pop("report")
-    if threshold_checkpoint_due(cfg, epoch + 1):   # kept for branching at T_th (engine/branch.py)
-        save_run(run, THRESHOLD_CHECKPOINT, epoch + 1, 0, best)
+    keep_threshold_checkpoint(run, epoch + 1, best)
     if run.metrics_log is not None:
         run.metrics_log.epoch(record)
     log.info(epoch_summary(record, best, cfg))

@@ -20,7 +20,7 @@ import glob
 import json
 import logging
 import os
-import shutil
+import re
 from typing import Callable, Optional
 
 import yaml
@@ -36,11 +36,14 @@ THRESHOLD_CHECKPOINT = "threshold.pt"   # an RSG run's checkpoint at T_th, the b
 BRANCH_FILE = "branch.json"             # a branch's record of its parent (engine/branch.py)
 METRICS_FILE = "metrics.jsonl"          # one JSON line per finished epoch (append_record, read_records)
 TEST_TABLE = "eval_test.txt"            # eval.py's printed table, saved by the table runner (tools/paper_tables.py)
+TENSORBOARD = "tensorboard"             # the folder of the run's TensorBoard event files
 # Every file a run writes into its folder: what --overwrite removes and what makes a folder hold a
 # run. One list, because a file left out here outlives the run it belongs to (a threshold.pt kept
-# by --overwrite would give a later branch the old run's weights).
+# by --overwrite would give a later branch the old run's weights). A file under one of these names
+# is the run's only when its content says so (`written_by_a_run`): a user's config.yaml or best.pt
+# in the folder is never removed nor written over.
 RUN_FILES = ("config.yaml", "last.pt", "best.pt", THRESHOLD_CHECKPOINT, BRANCH_FILE, METRICS_FILE, "train.log",
-             "tensorboard", TEST_TABLE)
+             TENSORBOARD, TEST_TABLE)
 # And the files named after them: eval.py's per-class CSVs, JSON reports and post-hoc JSONs beside
 # the checkpoints (a report left from a replaced run would pass for the new run's in the
 # collector), and the <name>.tmp.<pid> that an atomic write killed mid-way leaves.
@@ -50,11 +53,124 @@ CSV_HEADER = ("class", "name", "train_count", "shot_group", "test_images", "accu
 
 
 def run_files(folder: str) -> list[str]:
-    """The run files present in `folder` (names), in RUN_FILES order, then the patterns' files, then
-    the per-class CSVs that eval.py wrote under a name of the user's beside their reports."""
-    present = [name for name in RUN_FILES if os.path.exists(os.path.join(folder, name))]
-    named = sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS for p in glob.glob(os.path.join(folder, pattern)))
+    """The files of `folder` that a run wrote (names): in RUN_FILES order, then the patterns' files,
+    then the per-class CSVs that eval.py wrote under a name of the user's beside their reports.
+    Each is known by its content, not its name alone (`written_by_a_run`)."""
+    present = [name for name in RUN_FILES if written_by_a_run(os.path.join(folder, name))]
+    named = sorted(os.path.basename(p) for pattern in RUN_FILE_PATTERNS for p in glob.glob(os.path.join(folder, pattern))
+                   if written_by_a_run(p))
     return present + named + evaluation_csvs_beside_reports(folder, named)
+
+
+def foreign_files(folder: str) -> list[str]:
+    """The names a run writes that something else holds in `folder`: a file no run wrote (the user's
+    config.yaml, best.pt, ...) or a link, which would lead the run's writes out of the folder. A run
+    neither removes nor writes over them (a TensorBoard folder of the user's is shared: the run adds
+    its event files beside theirs)."""
+    foreign = []
+    for name in RUN_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.lexists(path) or written_by_a_run(path):
+            continue
+        if name == TENSORBOARD and os.path.isdir(path) and not os.path.islink(path):
+            continue
+        foreign.append(name)
+    return foreign
+
+
+EVENT_FILE = "events.out.tfevents."
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")         # train.log: every line starts with the time (runtime.LOG_FORMAT)
+TEMPORARY = re.compile(r"^(?P<name>.+)\.tmp(\.\d+)?$")   # an atomic write's file, left by a kill mid-way
+
+
+def written_by_a_run(path: str) -> bool:
+    """Whether the file at `path` is one a run (or eval.py) wrote, by its content: a checkpoint of
+    this codebase, a resolved config, metrics records, a log of timed lines, a branch record,
+    eval.py's outputs, TensorBoard's event files. A link never is: nothing of a run leaves its folder."""
+    if os.path.islink(path) or not os.path.exists(path):
+        return False
+    name = os.path.basename(path)
+    temporary = TEMPORARY.match(name)
+    if temporary:
+        return temporary.group("name") in RUN_FILES and os.path.isfile(path)
+    if name == TENSORBOARD:
+        return bool(event_files(path))
+    if not os.path.isfile(path):
+        return False
+    if name.endswith(".pt"):
+        return is_own_checkpoint(path)
+    readers = {"config.yaml": looks_like_config, BRANCH_FILE: looks_like_branch_record, METRICS_FILE: looks_like_metrics,
+               "train.log": looks_like_train_log, TEST_TABLE: looks_like_evaluation_table}
+    if name in readers:
+        return readers[name](path)
+    return written_by_eval(path)
+
+
+def first_line(path: str) -> Optional[str]:
+    """The file's first line ('' for an empty file), or None when it is not text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def looks_like_metrics(path: str) -> bool:
+    line = first_line(path)
+    return line == "" or (line is not None and parse_record(line) is not None)
+
+
+def looks_like_train_log(path: str) -> bool:
+    line = first_line(path)
+    return line == "" or (line is not None and bool(LOG_LINE.match(line)))
+
+
+def looks_like_evaluation_table(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return "(the measure of Tables 1-7)" in f.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def looks_like_config(path: str) -> bool:
+    """A resolved config: a mapping with the sections and keys train.py writes."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(content, dict) and {"data", "model", "train", "output_dir", "name"} <= set(content)
+
+
+def looks_like_branch_record(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(content, dict) and {"sha256", "epoch"} <= set(content)
+
+
+def is_own_checkpoint(path: str) -> bool:
+    from core.errors import UserError as NotOurs
+    from engine.checkpoint import load_checkpoint      # torch: only for a folder that has a .pt file
+
+    try:
+        load_checkpoint(path, mmap=True)
+    except NotOurs:
+        return False
+    return True
+
+
+def event_files(folder: str) -> list[str]:
+    """TensorBoard's event files under `folder` (paths), links neither followed nor counted."""
+    found = []
+    for root, subfolders, files in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if not os.path.islink(os.path.join(root, d))]
+        found += [os.path.join(root, f) for f in files
+                  if f.startswith(EVENT_FILE) and not os.path.islink(os.path.join(root, f))]
+    return found
 
 
 def evaluation_csvs_beside_reports(folder: str, names: list[str]) -> list[str]:
@@ -91,12 +207,15 @@ def written_by_eval(path: str) -> bool:
 
 
 def folder_state(folder: str) -> tuple:
-    """(name, size, mtime) of each run file: what the run saw when it checked the folder."""
+    """(name, size, mtime) of each file under a run file's name: what the run saw when it checked
+    the folder."""
     state = []
-    for name in run_files(folder):
-        stats = os.stat(os.path.join(folder, name))
-        state.append((name, stats.st_size, stats.st_mtime_ns))
-    return tuple(state)
+    for name in RUN_FILES + tuple(run_files(folder)):
+        path = os.path.join(folder, name)
+        if os.path.lexists(path):
+            stats = os.lstat(path)
+            state.append((name, stats.st_size, stats.st_mtime_ns))
+    return tuple(sorted(set(state)))
 
 
 def check_unchanged(folder: str, seen: tuple) -> None:
@@ -220,6 +339,16 @@ def check_ownership(folder: str, resume: Optional[str], overwrite: bool) -> None
     """Refuse, before anything is built or written, a fresh run into a folder holding another run."""
     if overwrite and resume:
         raise UserError("--overwrite replaces the run in output_dir and --resume continues it; give one of them")
+    if resume and not continues_this_folder(resume, folder):
+        source = os.path.dirname(os.path.abspath(resume))
+        raise UserError(f"--resume {resume} is a checkpoint of the run in {source}, not of output_dir {folder}: "
+                        f"nothing was changed. Continue that run with output_dir={source}, or start a new run in "
+                        f"{folder} from it with --branch-from {resume}")
+    foreign = foreign_files(folder) if os.path.isdir(folder) and not resume else []
+    if foreign:     # a new run's files would replace them (a resumed run's folder is its own already)
+        raise UserError(f"output_dir {folder} holds {', '.join(foreign)}, which no run of this project wrote (or "
+                        f"a link out of the folder); a run never removes nor writes over such files, so nothing "
+                        f"was changed. Move them elsewhere, or train into another folder with output_dir=<path>")
     if overwrite:
         return
     if resume == "auto" and not os.path.isfile(os.path.join(folder, "last.pt")):
@@ -326,15 +455,25 @@ def claim(folder: str, lock: RunFolderLock, overwrite: bool, write_first_files: 
 
 
 def remove_run_files(folder: str) -> list[str]:
-    """--overwrite: delete the previous run's files (only those; anything else in the folder stays)."""
+    """--overwrite: delete the previous run's files, known by their content (`written_by_a_run`); in
+    its TensorBoard folder only the event files, and the folders they leave empty. Anything else in
+    the folder stays, and no link is followed."""
     removed = run_files(folder)
     for name in removed:
         path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
+        if name == TENSORBOARD:
+            remove_event_files(path)
         else:
             os.remove(path)
     return removed
+
+
+def remove_event_files(folder: str) -> None:
+    for path in event_files(folder):
+        os.remove(path)
+    for root, subfolders, _ in sorted(os.walk(folder), key=lambda entry: -entry[0].count(os.sep)):
+        if not os.listdir(root) and not os.path.islink(root):
+            os.rmdir(root)
 
 
 def training_counts(folder: str) -> Optional[list]:

@@ -90,7 +90,8 @@ def test_overwrite_replaces_the_old_run_and_resume_auto_continues_it(tmp_path):
     path = write_config(tmp_path / "c.yaml", tiny_config_dict(tmp_path / "run", train={"epochs": 1}))
     first = run_script("train.py", "--config", path, timeout=300)
     assert first.returncode == 0, first.stderr
-    (tmp_path / "run" / "last.per_class.csv").write_text("old\n")
+    (tmp_path / "run" / "last.per_class.csv").write_text(      # eval.py's, of the old last.pt
+        ",".join(("class", "name", "train_count", "shot_group", "test_images", "accuracy")) + "\n0,a,5,many,3,66.7\n")
     (tmp_path / "run" / "notes.txt").write_text("mine\n")
     again = run_script("train.py", "--config", path, "--overwrite", "optim.lr=0.02", timeout=300)
     assert again.returncode == 0, again.stderr
@@ -518,7 +519,7 @@ def test_resume_auto_refuses_metrics_without_a_checkpoint(tmp_path):
         check_ownership(str(tmp_path), "auto", False)
     check_ownership(str(tmp_path), None, True)                  # --overwrite may replace it
     check_ownership(str(tmp_path / "absent"), None, False)      # a new folder is free
-    with pytest.raises(UserError, match="holds a run already"):
+    with pytest.raises(UserError, match="is a checkpoint of the run in .*elsewhere, not of output_dir"):
         check_ownership(str(tmp_path), str(tmp_path / "elsewhere" / "last.pt"), False)
 
 

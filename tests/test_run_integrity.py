@@ -101,21 +101,30 @@ def test_eval_does_not_replace_the_evaluation_of_another_checkpoint(finished, tm
 # Item 2: --overwrite clears every file a run writes
 
 
-def test_overwrite_clears_every_file_a_run_writes(tmp_path):
-    written = ["config.yaml", "last.pt", "best.pt", "threshold.pt", "branch.json", "metrics.jsonl", "train.log",
-               "best.per_class.csv", "best.report.json", "best.posthoc.json", "eval_test.txt", "last.pt.tmp.123"]
-    for name in written:
-        (tmp_path / name).write_text("old run\n")
-    (tmp_path / "tensorboard").mkdir()
-    (tmp_path / "notes.txt").write_text("mine\n")
-    remove_run_files(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+EVAL_CSV = ",".join(("class", "name", "train_count", "shot_group", "test_images", "accuracy")) + "\n0,a,5,many,3,66.7\n"
+
+
+@pytest.mark.slow
+def test_overwrite_clears_every_file_a_run_writes(finished, tmp_path):
+    """Every kind of file a run (and eval.py, and the table runner) writes, each with its real content."""
+    folder, _ = copy_run(finished, tmp_path)
+    assert {"config.yaml", "last.pt", "best.pt", "threshold.pt", "metrics.jsonl", "train.log",
+            "tensorboard"} <= set(os.listdir(folder))
+    (folder / "branch.json").write_text('{"sha256": "ab", "epoch": 1}\n')
+    (folder / "best.per_class.csv").write_text(EVAL_CSV)
+    (folder / "best.report.json").write_text('{"per_class": [66.7]}\n')
+    (folder / "best.posthoc.json").write_text('{"by_tau": {}}\n')
+    (folder / "eval_test.txt").write_text("top-1 error 20.00% (the measure of Tables 1-7)\n")
+    shutil.copy(folder / "last.pt", folder / "last.pt.tmp.123")
+    (folder / "notes.txt").write_text("mine\n")
+    remove_run_files(str(folder))
+    assert sorted(os.listdir(folder)) == [".lock", "notes.txt"]     # the lock: held by the run that overwrites
 
 
 def test_overwrite_clears_an_evaluation_written_under_a_name_of_the_users(tmp_path):
     """eval.py --output RUN/mine.csv writes mine.csv beside mine.report.json: both are the old run's
     evaluation. A CSV of the user's (another header), even beside a report, stays."""
-    eval_csv = ",".join(("class", "name", "train_count", "shot_group", "test_images", "accuracy")) + "\n0,a,5,many,3,66.7\n"
+    eval_csv = EVAL_CSV
     (tmp_path / "mine.csv").write_text(eval_csv)
     (tmp_path / "mine.report.json").write_text('{"per_class": [66.7]}\n')
     (tmp_path / "bare").write_text(eval_csv)              # --output RUN/bare: no extension
@@ -130,7 +139,7 @@ def test_overwrite_clears_an_evaluation_written_under_a_name_of_the_users(tmp_pa
 @pytest.mark.slow
 def test_an_overwritten_run_leaves_no_threshold_checkpoint_to_branch_from(finished, tmp_path):
     folder, path = copy_run(finished, tmp_path)
-    (folder / "branch.json").write_text("{}\n")
+    (folder / "branch.json").write_text('{"sha256": "ab", "epoch": 1}\n')
     with torch_globals_restored():
         fit(load_config(path, ["train.epochs=1", "rsg.enabled=false"]), overwrite=True)
     assert not (folder / "threshold.pt").exists() and not (folder / "branch.json").exists()
@@ -155,7 +164,7 @@ def test_a_branch_into_a_symlink_to_its_parents_folder_is_refused(finished, tmp_
 def test_resume_from_the_folders_checkpoint_by_another_path_continues_that_folder(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "config.yaml").write_text("name: x\n")
+    (folder / "config.yaml").write_text("name: x\noutput_dir: run\ndata: {}\nmodel: {}\ntrain: {}\n")
     link = tmp_path / "link"
     link.symlink_to(folder)
     check_ownership(str(link), str(folder / "last.pt"), False)      # the folder's own run: no refusal

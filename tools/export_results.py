@@ -84,6 +84,9 @@ def export(root: str, destination_root: str, overrides: list) -> tuple[list, lis
     """(exported, already there, unfinished) run folders of `root`."""
     if not os.path.isdir(root):
         raise UserError(f"runs root not found: {root}")
+    if os.path.exists(destination_root) and not os.path.isdir(destination_root):
+        raise UserError(f"the destination {destination_root} is a file; give a folder (e.g. results/<name>), "
+                        f"where each run's evidence gets a folder of its own")
     exported, kept, unfinished = [], [], []
     for folder in run_folders(root):
         destination = os.path.join(destination_root, os.path.relpath(folder, root))

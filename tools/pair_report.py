@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import statistics
 
-from engine.run_folder import training_counts
+from engine.run_folder import last_finished_epoch, training_counts
 from tools.collect_results import read_run, run_report
 from tools.run_layout import pair_folders
 
@@ -83,6 +83,11 @@ def epoch_summary(with_config: str, seeds, output_root: str, epoch: str) -> str:
     for seed in seeds:
         folders = pair_folders(output_root, with_config, seed)
         without, with_rsg = (epoch_numbers(folders[branch], epoch) for branch in ("without_rsg", "with_rsg"))
+        ends = [last_finished_epoch(folders[branch]) for branch in ("without_rsg", "with_rsg")]
+        if without is not None and with_rsg is not None and ends[0] != ends[1]:
+            lines.append(f"{seed:4d}  not compared: the branches end at different epochs (w/o at {ends[0]}, w/ at "
+                         f"{ends[1]}); train both to the same train.epochs")
+            continue
         if without is None or with_rsg is None:
             lines.append(f"{seed:4d}  not finished")
             continue
