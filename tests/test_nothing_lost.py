@@ -341,3 +341,11 @@ def test_a_second_ctrl_c_while_last_pt_is_written_ends_in_one_line_and_exit_130(
     assert "stopped at once by a second interrupt, nothing saved" in log
     assert "cannot write the checkpoint" not in log
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_the_paired_report_of_a_folder_that_does_not_exist_is_an_error(tmp_path):
+    result = run_script("scripts/rsg_pair.py", "--config", "configs/cpu_medium/cifar10_jpeg_lt_ldam_drw_rsg_r100.yaml",
+                        "--output-root", tmp_path / "resluts", "--report")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], result.stderr

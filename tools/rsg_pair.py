@@ -29,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
 
+from core.errors import UserError
 from engine.exits import CommandLine, reports_user_errors
 from tools.pair_plan import pair_commands
 from tools.pair_report import diagnostics, pair_training_counts, per_class_differences, summary
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
     without_config = repository_path(args.without) if args.without else with_config
     os.chdir(ROOT)   # the commands name train.py and configs/ relative to the repository root
     check_overrides(overrides)
+    if args.report and not os.path.isdir(output_root):
+        raise UserError(f"--report: --output-root {output_root} does not exist; give the folder the pairs were "
+                        f"trained under (or their results/ export)")
     started = time.time()
     for seed in () if args.report else args.seeds:
         for command in pair_commands(with_config, without_config, seed, output_root, overrides, args.gpus):
