@@ -12,14 +12,13 @@ import math
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from tqdm import tqdm
 
 from engine.diagnostics import DiagnosticsSums
 from engine.distributed import all_reduce_sum, broadcast_flag
-from engine.metrics_log import MetricsLog
 from engine.runtime import FULL_PRECISION, PhaseAwareDDP, Precision
 from rsg import loss_weights as rsg_loss_weights
 
@@ -152,8 +151,15 @@ class EpochSums:
         return EpochResult(metrics=metrics, sections={"rsg_classes": rsg_classes} if rsg_classes else {})
 
 
+class StepLog(Protocol):
+    """Where a logging step's losses go (engine.metrics_log.MetricsLog: TensorBoard). The loop knows
+    only this method, so it imports nothing of the run's files."""
+
+    def step(self, epoch: int, step: int, values: dict) -> None: ...
+
+
 def train_one_epoch(trainer: Trainer, loader, epoch: int, class_weights, log_every: int, start_step: int = 0,
-                    stop: Optional[StopRequest] = None, metrics_log: Optional[MetricsLog] = None,
+                    stop: Optional[StopRequest] = None, metrics_log: Optional[StepLog] = None,
                     progress: bool = False) -> EpochResult:
     """Algorithm 1 for one epoch, from `start_step`: for each batch of `loader`, the model (backbone,
     RSG at its position, head) makes the features, the generated rare-class samples and RSG's
@@ -186,7 +192,7 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, class_weights, log_eve
     return sums.epoch_metrics(epoch, step, time.time() - started)
 
 
-def log_step(metrics_log: Optional[MetricsLog], bar, losses: dict, sums: EpochSums, epoch: int, step: int,
+def log_step(metrics_log: Optional[StepLog], bar, losses: dict, sums: EpochSums, epoch: int, step: int,
              generated: int) -> None:
     """A logging step: its losses (one host read, after checking the running total is finite) to
     the progress bar and TensorBoard."""
