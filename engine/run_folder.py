@@ -153,12 +153,12 @@ def looks_like_branch_record(path: str) -> bool:
 
 
 def is_own_checkpoint(path: str) -> bool:
-    from core.errors import UserError as NotOurs
+    """A checkpoint of this codebase (its format key), read with its tensors mapped, not loaded."""
     from engine.checkpoint import load_checkpoint      # torch: only for a folder that has a .pt file
 
     try:
         load_checkpoint(path, mmap=True)
-    except NotOurs:
+    except UserError:
         return False
     return True
 
