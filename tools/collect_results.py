@@ -144,14 +144,20 @@ def evaluated_best_report(folder: str) -> Optional[dict]:
     if os.path.isfile(report_path):
         with open(report_path) as f:
             measured = json.load(f).get("sha256")
-        if os.path.isfile(checkpoint) and measured != file_sha256(checkpoint):
+        if measured is None:        # a report of an eval.py that did not record the hash: by its age
+            check_newer_than_checkpoint(report_path, checkpoint)
+        elif os.path.isfile(checkpoint) and measured != file_sha256(checkpoint):
             raise StaleReport(f"{report_path} measured another best.pt than the one in the folder now")
         return report_from_json(report_path)
     if not os.path.isfile(csv_path):
         return None
-    if os.path.isfile(checkpoint) and os.path.getmtime(csv_path) < os.path.getmtime(checkpoint):
-        raise StaleReport(f"{csv_path} is older than best.pt")
+    check_newer_than_checkpoint(csv_path, checkpoint)
     return report_from_per_class_csv(csv_path)
+
+
+def check_newer_than_checkpoint(path: str, checkpoint: str) -> None:
+    if os.path.isfile(checkpoint) and os.path.getmtime(path) < os.path.getmtime(checkpoint):
+        raise StaleReport(f"{path} is older than best.pt")
 
 
 def report_from_per_class_csv(path: str) -> dict:
