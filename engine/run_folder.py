@@ -207,15 +207,19 @@ def written_by_eval(path: str) -> bool:
 
 
 def folder_state(folder: str) -> tuple:
-    """(name, size, mtime) of each file under a run file's name: what the run saw when it checked
-    the folder."""
+    """(name, size, mtime) of each file under a run file's name or pattern: what the run saw when it
+    checked the folder. By name alone: whoever wrote them, a change between the check and the
+    claim is what matters, and no checkpoint needs reading for it."""
+    names = list(RUN_FILES) + [os.path.basename(p) for pattern in RUN_FILE_PATTERNS
+                               for p in glob.glob(os.path.join(folder, pattern))]
+    names += evaluation_csvs_beside_reports(folder, names)
     state = []
-    for name in RUN_FILES + tuple(run_files(folder)):
+    for name in sorted(set(names)):
         path = os.path.join(folder, name)
         if os.path.lexists(path):
             stats = os.lstat(path)
             state.append((name, stats.st_size, stats.st_mtime_ns))
-    return tuple(sorted(set(state)))
+    return tuple(state)
 
 
 def check_unchanged(folder: str, seen: tuple) -> None:
