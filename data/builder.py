@@ -34,9 +34,13 @@ def build_datasets(data_cfg, eval_split: Optional[str] = None) -> tuple[Labelled
     split = eval_split or data_cfg.eval_split
     train_tf, eval_tf = _transforms(data_cfg)
     full_train, evaluation = DATASETS.get(data_cfg.name)(data_cfg, split, train_tf, eval_tf)
-    if data_cfg.profile == "none":
-        check_sizes_for_transforms(data_cfg, full_train, evaluation, split)
-        return full_train, evaluation
+    train = full_train if data_cfg.profile == "none" else imbalanced_subset(data_cfg, full_train)
+    check_sizes_for_transforms(data_cfg, train, evaluation, split)
+    return train, evaluation
+
+
+def imbalanced_subset(data_cfg, full_train: LabelledDataset) -> LabelledDataset:
+    """The training split made imbalanced by data.profile: n_i images of class i (data.subset picks which)."""
     n_max = data_cfg.max_per_class or DATASETS.info(data_cfg.name).get("max_per_class")
     if n_max is None:  # an image folder or a list: its most populated class
         n_max = max(class_counts(full_train.targets, full_train.num_classes))
@@ -45,9 +49,7 @@ def build_datasets(data_cfg, eval_split: Optional[str] = None) -> tuple[Labelled
                               f"profile, n_max {n_max})", "the rarest class keeps int(n_max / rho) images; lower "
                               "data.imbalance_ratio or raise data.max_per_class", full_train.classes)
     indices = select_subset(full_train.targets, counts, data_cfg.subset, data_cfg.subset_seed)
-    train = full_train.subset(indices)
-    check_sizes_for_transforms(data_cfg, train, evaluation, split)
-    return train, evaluation
+    return full_train.subset(indices)
 
 
 def check_sizes_for_transforms(data_cfg, train: Optional[LabelledDataset], evaluation: LabelledDataset,
