@@ -29,7 +29,7 @@ from data.samplers import SAMPLERS
 from data.transforms import TRANSFORM_PRESETS
 from losses import LOSSES
 from models import BACKBONES
-from rsg import GENERATION_MODES, MV_TERMS, VARIANTS
+from rsg import GENERATION_MODES, MV_TERMS, VARIANTS, frequent_classes_from_counts
 
 
 def choice(default, choices, help=""):
@@ -608,7 +608,7 @@ def _validate_rsg_classes(cfg: Config, need) -> None:
     classes = cfg.data.num_classes or DATASETS.info(cfg.data.name).get("num_classes")
     if not cfg.rsg.enabled or not classes:
         return
-    frequent = int(cfg.rsg.frequent_ratio * classes)
+    frequent = len(frequent_classes_from_counts([1] * classes, cfg.rsg.frequent_ratio))   # RSG's own rule
     need(0 < frequent < classes, "rsg.frequent_ratio",
          f"is {cfg.rsg.frequent_ratio}: with {classes} classes it makes {frequent} frequent (int(alpha * C)), "
          f"so RSG could never generate; it needs at least one frequent class (alpha >= 1 / C = "
