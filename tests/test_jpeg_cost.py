@@ -19,7 +19,7 @@ from tools.jpeg_cost import SETTINGS, report, run_folder
 def fake_run(folder, own_error: float, cross_error=None, epochs: int = 3) -> None:
     os.makedirs(folder)
     with open(os.path.join(folder, "config.yaml"), "w") as f:
-        yaml.safe_dump({"train": {"epochs": epochs}}, f)
+        yaml.safe_dump({"data": {"eval_split": "test"}, "train": {"epochs": epochs}}, f)
     with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
         f.write(json.dumps({"epoch": epochs - 1, "test": {"top1": 100.0 - own_error}}) + "\n")
     if cross_error is not None:

@@ -238,6 +238,14 @@ class CellResult:
         return self.mean - self.partner.mean
 
 
+def mean_std(values: list) -> str:
+    """'+1.25 ± 0.35' of signed differences ('-' for none; the mean alone for one)."""
+    if not values:
+        return "-"
+    text = f"{statistics.fmean(values):+.2f}"
+    return text + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
 def choose(runs: list[RunRecord]) -> RunRecord:
     """Of several runs of one (config, seed): a finished one, then the most recently written."""
     def key(run):
@@ -323,9 +331,7 @@ class PairResult:
         return f"{other.row} vs {cell.row}, {cell.column}"    # Table 6: they are rows
 
     def mean_text(self) -> str:
-        values = list(self.differences.values())
-        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-        return f"mean {statistics.fmean(values):+.2f}{spread}"
+        return f"mean {mean_std(list(self.differences.values()))}"
 
     def text(self) -> str:
         skipped = "".join(f"; seed {s} not compared: the runs end at different epochs (w/o {a}, w/ {b})"

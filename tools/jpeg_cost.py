@@ -26,8 +26,8 @@ import sys
 
 from core.errors import UserError
 from engine.exits import CommandLine, reports_user_errors
-from engine.run_folder import metrics_records
-from tools.pair_report import mean_interval_95, mean_std
+from tools.collect_results import mean_std, read_run, run_report
+from tools.pair_report import mean_interval_95
 from tools.run_layout import pair_folders
 from tools.run_planning import parse_seeds
 
@@ -47,14 +47,11 @@ def run_folder(output_root: str, kind: str, setting: str, seed: int) -> str:
 
 def own_error(folder: str):
     """The final epoch's test error on the run's own kind of test images, or None while unfinished."""
-    records = [r for r in metrics_records(folder) if r.get("test")]
-    if not records or not os.path.isfile(os.path.join(folder, "config.yaml")):
+    if not os.path.isfile(os.path.join(folder, "config.yaml")):
         return None
-    import yaml
-
-    with open(os.path.join(folder, "config.yaml")) as f:
-        epochs = yaml.safe_load(f)["train"]["epochs"]
-    return 100.0 - records[-1]["test"]["top1"] if records[-1]["epoch"] + 1 == epochs else None
+    run = read_run(folder)
+    report = run_report(run) if run.finished else None
+    return None if report is None else 100.0 - report["top1"]
 
 
 def cross_error(folder: str):

@@ -8,7 +8,7 @@ import os
 import statistics
 
 from engine.run_folder import last_finished_epoch, training_counts
-from tools.collect_results import read_run, run_report
+from tools.collect_results import mean_std, read_run, run_report
 from tools.run_layout import pair_folders
 
 MEASURES = ("error", "many", "medium", "few")
@@ -42,13 +42,6 @@ def t_quantile_975(degrees_of_freedom: int) -> float:
     z, n = Z_975, degrees_of_freedom
     return (z + (z ** 3 + z) / (4 * n) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * n ** 2)
             + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * n ** 3))
-
-
-def mean_std(values: list) -> str:
-    if not values:
-        return "-"
-    text = f"{statistics.fmean(values):+.2f}"
-    return text + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
 def mean_interval_95(values: list):
